@@ -1,0 +1,1 @@
+"""Package attacks (filled in by its issue)."""

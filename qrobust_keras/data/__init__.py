@@ -1,0 +1,1 @@
+"""Package data (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Package defenses (filled in by its issue)."""

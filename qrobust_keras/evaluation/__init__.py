@@ -1,0 +1,1 @@
+"""Package evaluation (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Package export (filled in by its issue)."""

@@ -1,0 +1,82 @@
+"""Access to the pre-softmax logits of a classifier, which attacks and Jacobian regularization need.
+
+Every model the library builds ends in ``Dense(name="logits")`` followed by ``Activation("softmax",
+name="softmax")``; :func:`logits_model` also handles user models that end in a softmax Activation/Softmax layer or
+in a Dense/QDense layer with ``activation="softmax"``.
+
+Example:
+
+>>> import qrobust_keras as qrk
+>>> model = qrk.models.resnet8(policy="float")
+>>> logits = qrk.models.logits_model(model)
+>>> logits.output_shape
+(None, 10)
+"""
+
+from __future__ import annotations
+
+from qrobust_keras._keras import keras
+
+
+def _is_softmax_activation(activation) -> bool:
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+
+
+def ends_in_softmax(model: keras.Model) -> bool:
+    """True when the model's last layer applies a softmax (as a separate layer or as a Dense activation)."""
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    if isinstance(last, keras.layers.Activation) and _is_softmax_activation(last.activation):
+        return True
+    if type(last).__name__ == "QActivation" and "softmax" in str(last.get_config().get("activation", "")):
+        return True
+    return _is_softmax_activation(getattr(last, "activation", None)) and hasattr(last, "kernel")
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """Return a model sharing ``model``'s weights that outputs pre-softmax logits.
+
+    Args:
+        model: a single-output functional or Sequential Keras classifier.
+
+    Returns:
+        ``model`` itself when it does not end in a softmax; otherwise a functional model from the same inputs to the
+        tensor that feeds the softmax. A final Dense/QDense layer with ``activation="softmax"`` is rebuilt as a linear
+        copy that shares the original layer's weights (so training one trains the other).
+
+    Raises:
+        ValueError: if ``model`` has several outputs.
+    """
+    if len(model.outputs) != 1:
+        raise ValueError(f"model must have exactly one output to take logits from; got {len(model.outputs)} outputs")
+    if not ends_in_softmax(model):
+        return model
+    last = model.layers[-1]
+    if hasattr(last, "kernel"):
+        # Dense(..., activation="softmax"): apply the same kernel/bias without the activation.
+        pre = last.input
+        logits = _linear_call(last, pre)
+    else:
+        logits = last.input
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
+class _LinearView(keras.layers.Layer):
+    """Applies a Dense-like layer without its activation, sharing its weights (used only by logits_model)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=f"{layer.name}_linear", **kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        saved = self.layer.activation
+        self.layer.activation = keras.activations.linear
+        try:
+            return self.layer(inputs)
+        finally:
+            self.layer.activation = saved
+
+
+def _linear_call(layer, tensor):
+    return _LinearView(layer)(tensor)

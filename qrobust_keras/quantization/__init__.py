@@ -1,0 +1,1 @@
+"""Package quantization (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Package regularizers (filled in by its issue)."""

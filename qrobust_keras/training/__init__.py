@@ -1,0 +1,1 @@
+"""Package training (filled in by its issue)."""
