@@ -1,0 +1,195 @@
+"""Adversarial training as a Keras callback: part of every batch is replaced by PGD or FGSM examples crafted in-graph.
+
+Example:
+
+>>> import numpy as np
+>>> import qrobust_keras as qrk
+>>> from qrobust_keras._keras import keras
+>>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, name="logits"),
+...                           keras.layers.Activation("softmax")])
+>>> model.compile("adam", "sparse_categorical_crossentropy")
+>>> x, y = np.random.rand(64, 8).astype("float32"), np.random.randint(0, 3, 64)
+>>> at = qrk.AdversarialTraining(attack="pgd", eps=2 / 255, steps=3, ratio=0.5)
+>>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[at])
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from qrobust_keras._keras import keras, tf
+from qrobust_keras.models.heads import logits_model
+from qrobust_keras.training.step import TrainStepHook
+
+__all__ = ["AdversarialTraining", "craft_adversarial"]
+
+_ATTACKS = ("pgd", "fgsm")
+
+
+def _attack_loss(logits, y):
+    """Summed cross-entropy on logits; y sparse (ints, any shape with B elements) or one-hot/probabilities."""
+    num_classes = logits.shape[-1]
+    if y.shape.rank is not None and y.shape.rank == logits.shape.rank and y.shape[-1] == num_classes \
+            and num_classes is not None and num_classes > 1:
+        return tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(tf.cast(y, logits.dtype), logits))
+    if num_classes == 1:  # binary classifier with one logit (sigmoid head)
+        labels = tf.cast(tf.reshape(y, tf.shape(logits)), logits.dtype)
+        return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
+    labels = tf.cast(tf.reshape(y, [-1]), tf.int32)
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+
+def craft_adversarial(logits_fn, x, y, eps, steps, step_size, clip_min, clip_max, key, random_start=True):
+    """L-inf PGD (Madry et al. 2018, arXiv 1706.06083) on the cross-entropy of ``logits_fn`` (in graph).
+
+    ``steps=1`` with ``random_start`` and ``step_size = 1.25 eps`` is FGSM with random start (Wong, Rice, Kolter
+    2020, arXiv 2001.03994). ``key`` is a stateless seed of shape [2]. Returns ``stop_gradient(x_adv)``.
+    """
+    x = tf.convert_to_tensor(x)
+    if random_start:
+        delta = tf.random.stateless_uniform(tf.shape(x), seed=key, minval=-eps, maxval=eps, dtype=x.dtype)
+        x_adv = tf.clip_by_value(x + delta, clip_min, clip_max)
+    else:
+        x_adv = x
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            loss = _attack_loss(logits_fn(x_adv), y)
+        grad = tape.gradient(loss, x_adv)
+        x_adv = x_adv + step_size * tf.sign(grad)
+        x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), clip_min, clip_max)
+    return tf.stop_gradient(x_adv)
+
+
+@keras.saving.register_keras_serializable(package="qrobust_keras")
+class AdversarialTraining(TrainStepHook):
+    """Keras callback: train on batches where a fraction ``ratio`` of the samples is replaced by adversarial ones.
+
+    Each step, the first ``round(ratio * batch)`` samples of the (per-replica) batch are attacked in-graph with an
+    L-inf attack on the cross-entropy of the logits (taken before the softmax), crafted with the model in inference
+    mode (BatchNorm moving statistics, deterministic quantizers; gradients through QKeras quantizers are the
+    straight-through surrogate); the model then takes its usual training step on the mixed batch with its compiled
+    loss, ``sample_weight`` and ``class_weight`` (labels and weights stay with their samples). Mixing clean and
+    adversarial examples in one batch follows Kurakin, Goodfellow, Bengio 2017 (arXiv 1611.01236); ``ratio=1`` is
+    Madry et al.'s pure adversarial training (arXiv 1706.06083).
+
+    * ``attack="pgd"``: random start uniform in the eps-ball, ``steps`` signed-gradient steps of ``step_size``
+      (default ``2.5 * eps / steps``), projection onto the eps-ball and ``[clip_min, clip_max]``.
+    * ``attack="fgsm"``: FGSM with random start (Wong, Rice, Kolter 2020, arXiv 2001.03994), one step of
+      ``step_size`` (default ``1.25 * eps``).
+
+    The cost is ``steps`` extra forward+backward passes on the attacked part of the batch. Combine it with
+    :class:`~qrobust_keras.regularizers.JacobianRegularization` in the same ``fit`` in any order: adversarial
+    examples are made first, and the Jacobian penalty is then computed on the mixed batch.
+
+    Args:
+        attack: ``"pgd"`` or ``"fgsm"``.
+        eps: L-inf budget in input units ([0, 1] for images: 2/255, 8/255, ...).
+        steps: PGD iterations (default 3); must be 1 or None for FGSM.
+        step_size: size of each signed-gradient step in input units (defaults above).
+        ratio: fraction of each batch replaced by adversarial examples, in [0, 1].
+        clip_min, clip_max: valid input range.
+        random_start: start from a uniform random point in the eps-ball (default True).
+        seed: seed of the random starts (default: drawn from numpy's global generator when training starts).
+
+    Raises:
+        ValueError: unknown attack, eps not in (0, clip_max - clip_min], bad steps/step_size/ratio/clip range.
+    """
+
+    stage = 0
+
+    def __init__(
+        self,
+        attack: str = "pgd",
+        eps: float = 2 / 255,
+        steps: int | None = None,
+        step_size: float | None = None,
+        ratio: float = 0.5,
+        clip_min: float = 0.0,
+        clip_max: float = 1.0,
+        random_start: bool = True,
+        seed: int | None = None,
+    ):
+        super().__init__()
+        if attack not in _ATTACKS:
+            raise ValueError(f"attack must be one of {_ATTACKS}; got attack={attack!r}")
+        for name, value in (("clip_min", clip_min), ("clip_max", clip_max)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number; got {name}={value!r}")
+        if not clip_min < clip_max:
+            raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps <= clip_max - clip_min:
+            hint = f" (did you mean {eps}/255?)" if isinstance(eps, numbers.Real) and eps > 1 else ""
+            raise ValueError(
+                f"eps must be in (0, clip_max - clip_min] = (0, {clip_max - clip_min}]; got eps={eps!r}{hint}"
+            )
+        if attack == "fgsm":
+            if steps not in (None, 1):
+                raise ValueError(f"attack='fgsm' takes one step; got steps={steps!r} (use attack='pgd')")
+            steps = 1
+            default_step = 1.25 * eps
+        else:
+            steps = 3 if steps is None else steps
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+                raise ValueError(f"steps must be a positive integer; got steps={steps!r}")
+            default_step = 2.5 * eps / steps
+        if step_size is None:
+            step_size = default_step
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not step_size > 0:
+            raise ValueError(f"step_size must be a number > 0 in input units; got step_size={step_size!r}")
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 1:
+            raise ValueError(f"ratio must be in [0, 1] (fraction of each batch made adversarial); got ratio={ratio!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"seed must be an integer or None; got seed={seed!r}")
+        self.attack = attack
+        self.eps = float(eps)
+        self.steps = int(steps)
+        self.step_size = float(step_size)
+        self.ratio = float(ratio)
+        self.clip_min = float(clip_min)
+        self.clip_max = float(clip_max)
+        self.random_start = bool(random_start)
+        self.seed = seed
+
+    def get_config(self) -> dict:
+        return {
+            "attack": self.attack, "eps": self.eps, "steps": self.steps, "step_size": self.step_size,
+            "ratio": self.ratio, "clip_min": self.clip_min, "clip_max": self.clip_max,
+            "random_start": self.random_start, "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "AdversarialTraining":
+        return cls(**config)
+
+    def on_train_begin(self, logs=None):
+        self._logits = logits_model(self.model)
+        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
+        self._key = tf.constant([seed, 0x0AD7], tf.int64)
+        super().on_train_begin(logs)
+
+    def transform_batch(self, x, y, sample_weight):
+        if self.ratio == 0.0:
+            return x, y, sample_weight
+        if isinstance(x, (list, tuple, dict)) or not x.dtype.is_floating:
+            raise TypeError(
+                "AdversarialTraining needs a single float input tensor (images or features); got "
+                f"{type(x).__name__} {getattr(x, 'dtype', '')}"
+            )
+        if y is None:
+            raise ValueError("AdversarialTraining needs labels y to craft adversarial examples; the data has none")
+        model = self.model
+        replica_ctx = tf.distribute.get_replica_context()
+        replica_id = replica_ctx.replica_id_in_sync_group if replica_ctx is not None else 0
+        key = tf.random.experimental.stateless_fold_in(self._key, tf.cast(model.optimizer.iterations, tf.int64))
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
+        batch = tf.shape(x)[0]
+        k = tf.cast(tf.round(self.ratio * tf.cast(batch, tf.float32)), tf.int32)
+        x_adv = craft_adversarial(
+            lambda t: self._logits(t, training=False), x[:k], y[:k], tf.cast(self.eps, x.dtype), self.steps,
+            tf.cast(self.step_size, x.dtype), self.clip_min, self.clip_max, key, self.random_start,
+        )
+        return tf.concat([x_adv, x[k:]], axis=0), y, sample_weight
