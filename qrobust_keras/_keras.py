@@ -6,6 +6,8 @@ took effect, and raises an ImportError that says what to do when it is too late 
 
 It also applies the QKeras compatibility fixes the library relies on, so users never meet them:
 
+* ``QActivation.from_config`` rebuilds its quantizer object from the nested dict the ``.keras`` format stores.
+* ``qkeras.utils.quantized_model_from_json`` (behind ``model_quantize``/``clone_model``) fills ``registered_name``.
 * QKeras classes are registered as Keras serializables, so configs that carry their module path
   (``qkeras.qlayers``) resolve in tf_keras: ``.keras`` files with QActivation load, and ``qkeras.utils``'
   ``clone_model`` / ``model_quantize`` / ``model_save_quantized_weights`` work on clones.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 _TRAP_MESSAGE = (
     "qrobust_keras needs the Keras 2 API (tf_keras), but TensorFlow was imported before qrobust_keras with Keras 3 "
@@ -83,7 +86,70 @@ def _register_qkeras_serializables() -> None:
         table.setdefault(name, obj)
 
 
+def _patch_qactivation_from_config() -> None:
+    """Let ``QActivation`` load from ``.keras`` files.
+
+    QKeras' ``QActivation.get_config`` returns the quantizer *object*; the ``.keras`` format stores it as a nested
+    ``{"class_name": "quantized_relu", "config": {...}}`` dict, and QKeras' ``from_config`` passes that dict on as the
+    quantizer, so tf_keras rejects the layer ("QActivation could not be deserialized properly"). The patch turns the
+    nested dict back into the quantizer object before the layer is built. Idempotent.
+    """
+    cls = qkeras.QActivation
+    if getattr(cls.from_config, "_qrobust_patched", False):
+        return
+    original = cls.from_config.__func__
+
+    def from_config(klass, config, custom_objects=None):
+        activation = config.get("activation")
+        if isinstance(activation, dict) and "class_name" in activation:
+            config = dict(config)
+            with keras.utils.custom_object_scope(qkeras_custom_objects()):
+                config["activation"] = keras.saving.deserialize_keras_object(activation)
+        return original(klass, config)
+
+    from_config._qrobust_patched = True
+    cls.from_config = classmethod(from_config)
+
+
+def _patch_quantized_model_from_json() -> None:
+    """Make ``qkeras.utils.model_quantize`` / ``clone_model`` configs resolvable by tf_keras.
+
+    ``model_quantize`` renames float layer configs to ``QConv2D`` etc. but keeps ``module: keras.layers`` and
+    ``registered_name: None``; tf_keras looks classes up by ``registered_name`` and fails with "Could not locate class
+    'QConv2D'". The patch fills ``registered_name`` for every QKeras class before ``model_from_json``. Idempotent.
+    """
+    import json
+
+    utils = qkeras.utils
+    if getattr(utils.quantized_model_from_json, "_qrobust_patched", False):
+        return
+    original = utils.quantized_model_from_json
+    names = set(qkeras_custom_objects())
+
+    def fix(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in names and "config" in node:
+                node["registered_name"] = node["class_name"]
+                node["module"] = None
+            for value in node.values():
+                fix(value)
+        elif isinstance(node, list):
+            for value in node:
+                fix(value)
+        return node
+
+    def quantized_model_from_json(json_string, custom_objects=None):
+        return original(json.dumps(fix(json.loads(json_string))), custom_objects)
+
+    quantized_model_from_json._qrobust_patched = True
+    utils.quantized_model_from_json = quantized_model_from_json
+
+
+# QKeras quantizers are serialized through keras.constraints.serialize (correctly); tf_keras warns on every layer.
+warnings.filterwarnings("ignore", message=r"The `keras.constraints.serialize\(\)` API should only be used")
 _register_qkeras_serializables()
+_patch_qactivation_from_config()
+_patch_quantized_model_from_json()
 
 layers = keras.layers
 
