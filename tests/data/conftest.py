@@ -1,0 +1,27 @@
+"""Fixtures shared by the data tests: the real Speech Commands test clips, loaded once per session."""
+
+import pytest
+
+from qrobust_keras.data.speech_commands import load_speech_commands
+
+
+@pytest.fixture(scope="session")
+def kws_test_set(shared_data):
+    """Waveforms, labels and paths of the 2,936 shared canonical test clips (float32, 16000 samples each)."""
+    return load_speech_commands(shared_data / "speech_commands" / "test_set_v0.02", split="test",
+                                features="waveform", return_paths=True)
+
+
+@pytest.fixture(scope="session")
+def kws_reference_model(shared_data):
+    """The MLCommons Tiny DS-CNN reference model (SavedModel, 49x10x1 MFCC input, softmax output)."""
+    path = shared_data / "models" / "mlcommons" / "kws_ref_model"
+    try:
+        from qrobust_keras.models import load_mlcommons
+    except ImportError:
+        load_mlcommons = None
+    if load_mlcommons is not None:
+        return load_mlcommons("ds_cnn", path)
+    from qrobust_keras._keras import keras
+
+    return keras.models.load_model(str(path), compile=False)
