@@ -33,6 +33,7 @@ def read_svhn_mat(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             wrong shapes or label values outside 1..10 (0..9 is accepted too).
     """
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
@@ -42,7 +43,7 @@ def read_svhn_mat(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     except NotImplementedError as exc:  # scipy's message for v7.3 (HDF5) files
         raise CorruptDataError(f"{path!r} is a MATLAB v7.3 (HDF5) file; the official SVHN files are MATLAB v5. "
                                f"Re-download them from {SVHN_URL} ({exc})") from exc
-    except (ValueError, TypeError, OSError, EOFError) as exc:
+    except (MatReadError, ValueError, TypeError, OSError, EOFError, IndexError, KeyError) as exc:
         raise CorruptDataError(f"{path!r} is not a readable MATLAB .mat file: {type(exc).__name__}: {exc}") from exc
     keys = sorted(k for k in mat if not k.startswith("__"))
     if "X" not in mat or "y" not in mat:
