@@ -1,0 +1,80 @@
+"""JacobianRegularization (alone and with AdversarialTraining) under MirroredStrategy on two logical CPU devices.
+
+Logical devices must be configured before TensorFlow initializes its devices, so the comparison runs in a fresh
+Python process. Deterministic settings (exact Jacobian n_proj=-1, PGD without random start and ratio=1, no
+BatchNorm) make the two-replica run comparable step by step with the single-device run.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import qrobust_keras as qrk
+    from qrobust_keras._keras import keras, tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, 6)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    sw = rng.uniform(0.5, 2.0, 64).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((6,))
+        h = keras.layers.Dense(8, activation="tanh", name="fc")(inp)
+        out = keras.layers.Dense(3, activation="softmax", name="logits")(h)
+        m = keras.Model(inp, out)
+        m.compile(keras.optimizers.SGD(0.2), "sparse_categorical_crossentropy")
+        return m
+
+    CASES = {
+        "jr_exact": lambda: [qrk.JacobianRegularization(0.3, "all", n_proj=-1)],
+        "jr_exact+at": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=1.0, random_start=False),
+                                qrk.JacobianRegularization(0.3, "all", n_proj=-1)],
+        "jr_fused": lambda: [qrk.JacobianRegularization(0.3, "all", n_proj=1, seed=0, log_layers_every=1)],
+    }
+
+    def run(strategy, case):
+        with strategy.scope():
+            m = build()
+        ds = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(16)
+        h = m.fit(ds, epochs=2, verbose=0, callbacks=CASES[case]())
+        return [w.tolist() for w in m.get_weights()], {k: [float(v) for v in vs] for k, vs in h.history.items()}
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    out = {"replicas": mirrored.num_replicas_in_sync}
+    for case in CASES:
+        out[case] = {"single": run(tf.distribute.get_strategy(), case), "mirrored": run(mirrored, case)}
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_mirrored_two_logical_cpus_matches_single_device():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    out = json.loads(lines[-1][len("RESULT"):])
+    assert out["replicas"] == 2
+    for case in ("jr_exact", "jr_exact+at"):
+        (w1, h1), (w2, h2) = out[case]["single"], out[case]["mirrored"]
+        for a, b in zip(w1, w2):
+            np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg=case)
+        assert set(h1) == set(h2) == {"loss", "jr", "jr/fc", "jr/logits"}
+        for key in h1:
+            np.testing.assert_allclose(h1[key], h2[key], rtol=1e-4, err_msg=f"{case} {key}")
+    # Random projections: each replica draws its own, so only the statistics agree.
+    (w1, h1), (w2, h2) = out["jr_fused"]["single"], out["jr_fused"]["mirrored"]
+    exact = out["jr_exact"]["single"][1]
+    for h in (h1, h2):
+        assert np.isfinite(h["jr"]).all() and np.isfinite(h["jr/fc"]).all()
+        np.testing.assert_allclose(h["jr"], exact["jr"], rtol=0.5)
