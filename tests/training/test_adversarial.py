@@ -1,0 +1,153 @@
+"""Tests of qrobust_keras/training/adversarial.py: attack oracle (cleverhans), batch mixing, robustness, composition."""
+
+import numpy as np
+import pytest
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+import qrobust_keras as qrk
+from qrobust_keras._keras import keras, tf
+from qrobust_keras.training import AdversarialTraining
+from qrobust_keras.training.adversarial import craft_adversarial
+
+
+def mlp(n_in=6, n_out=3, seed=0, loss="sparse_categorical_crossentropy"):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((n_in,))
+    h = keras.layers.Dense(16, activation="relu", name="fc")(inp)
+    out = keras.layers.Dense(n_out, activation="softmax", name="logits")(h)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.SGD(0.1), loss)
+    return model
+
+
+def _data(n=32, n_in=6, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, n_in)).astype("float32"), rng.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_pgd_without_random_start_matches_cleverhans(steps):
+    model = mlp()
+    logits = qrk.models.logits_model(model)
+    x, y = _data()
+    eps = 0.1
+    step_size = eps if steps == 1 else eps / 4
+    ours = craft_adversarial(lambda t: logits(t, training=False), x, tf.constant(y), eps, steps, step_size, 0.0, 1.0,
+                             tf.constant([0, 0], tf.int64), random_start=False).numpy()
+    if steps == 1:
+        ref = fast_gradient_method(logits, x, eps, np.inf, clip_min=0.0, clip_max=1.0, y=y).numpy()
+    else:
+        ref = projected_gradient_descent(logits, x, eps, step_size, steps, np.inf, clip_min=0.0, clip_max=1.0, y=y,
+                                         rand_init=False).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert np.abs(ours - x).max() == pytest.approx(eps, abs=1e-6)
+
+
+def _transform(model, cb, x, y):
+    cb.set_model(model)
+    cb.on_train_begin()
+    try:
+        return cb.transform_batch(tf.constant(x), tf.constant(y), None)[0].numpy()
+    finally:
+        cb.on_train_end()
+
+
+def test_transform_replaces_the_first_ratio_of_the_batch_within_eps():
+    model = mlp()
+    x, y = _data(16)
+    eps = 0.05
+    x_mix = _transform(model, AdversarialTraining("pgd", eps=eps, steps=3, ratio=0.25, seed=0), x, y)
+    assert "train_step" not in vars(model)
+    k = 4
+    np.testing.assert_array_equal(x_mix[k:], x[k:])
+    delta = np.abs(x_mix[:k] - x[:k])
+    assert delta.max() <= eps + 1e-6 and (delta.max(axis=1) > 0.9 * eps).all()
+    assert x_mix.min() >= 0 and x_mix.max() <= 1
+    ce = keras.losses.SparseCategoricalCrossentropy(reduction="none")
+    assert (ce(y[:k], model(x_mix[:k])).numpy() > ce(y[:k], model(x[:k])).numpy()).all()
+    # One-hot labels (categorical_crossentropy models) craft the same examples.
+    onehot = mlp(loss="categorical_crossentropy")
+    x_oh = _transform(onehot, AdversarialTraining("pgd", eps=eps, steps=3, ratio=0.25, seed=0), x,
+                      np.eye(3, dtype="float32")[y])
+    np.testing.assert_allclose(x_oh, x_mix, atol=1e-6)
+
+
+def test_adversarial_training_improves_pgd_accuracy():
+    """A robust feature plus 20 weak ones: plain training leans on the weak ones and breaks under eps=0.08."""
+    rng = np.random.default_rng(0)
+
+    def data(n):
+        y = rng.integers(0, 2, n)
+        s = 2.0 * y - 1
+        robust = 0.5 + 0.25 * s[:, None] + rng.normal(0, 0.08, (n, 1))
+        weak = 0.5 + 0.05 * s[:, None] + rng.normal(0, 0.1, (n, 20))
+        return np.clip(np.concatenate([robust, weak], 1), 0, 1).astype("float32"), y
+
+    (xtr, ytr), (xte, yte) = data(1024), data(500)
+    eps = 0.08
+
+    def train(callbacks):
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((21,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2, name="logits"), keras.layers.Activation("softmax")])
+        m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        m.fit(xtr, ytr, epochs=10, batch_size=64, verbose=0, callbacks=callbacks)
+        x_adv = projected_gradient_descent(qrk.models.logits_model(m), xte, eps, eps / 4, 10, np.inf, clip_min=0.0,
+                                           clip_max=1.0, y=yte, rand_init=True).numpy()
+        return [float((m.predict(v, verbose=0).argmax(1) == yte).mean()) for v in (xte, x_adv)]
+
+    clean0, robust0 = train([])
+    assert clean0 > 0.97 and robust0 < 0.9
+    for attack in ("pgd", "fgsm"):
+        clean, robust = train([AdversarialTraining(attack, eps=eps, seed=0)])
+        assert robust >= robust0 + 0.1, (attack, robust0, robust)
+        assert clean >= clean0 - 0.02, (attack, clean0, clean)
+
+
+def test_combination_with_jacobian_regularization_is_order_independent():
+    x, y = _data(64)
+
+    def run(callbacks):
+        m = mlp()
+        h = m.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=callbacks)
+        assert "train_step" not in vars(m)
+        return m.get_weights(), h.history
+
+    def jr():
+        return qrk.JacobianRegularization(0.2, "all", seed=3)
+
+    def at():
+        return AdversarialTraining("pgd", eps=0.1, steps=2, seed=4)
+
+    w_ab, h_ab = run([jr(), at()])
+    w_ba, h_ba = run([at(), jr()])
+    for a, b in zip(w_ab, w_ba):
+        np.testing.assert_array_equal(a, b)
+    assert h_ab == h_ba and h_ab["jr"][0] > 0
+    # Both are active in the combination: it differs from either one alone.
+    for alone in ([jr()], [at()]):
+        w, _ = run(alone)
+        assert max(np.abs(a - b).max() for a, b in zip(w, w_ab)) > 1e-4
+
+
+def test_bad_arguments_give_clear_errors():
+    with pytest.raises(ValueError, match=r"attack must be one of.*'cw'"):
+        AdversarialTraining("cw")
+    with pytest.raises(ValueError, match=r"eps must be in \(0, .*eps=8.*8/255"):
+        AdversarialTraining(eps=8)
+    with pytest.raises(ValueError, match="eps must be in"):
+        AdversarialTraining(eps=0)
+    with pytest.raises(ValueError, match=r"attack='fgsm' takes one step; got steps=5"):
+        AdversarialTraining("fgsm", steps=5)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        AdversarialTraining("pgd", steps=0)
+    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\].*ratio=1.5"):
+        AdversarialTraining(ratio=1.5)
+    with pytest.raises(ValueError, match="clip_min must be < clip_max"):
+        AdversarialTraining(clip_min=1.0, clip_max=0.0)
+    with pytest.raises(ValueError, match="step_size must be a number > 0"):
+        AdversarialTraining(step_size=-0.1)
+    cb = AdversarialTraining("pgd", eps=0.1, steps=4)
+    assert cb.step_size == pytest.approx(2.5 * 0.1 / 4)
+    assert AdversarialTraining.from_config(cb.get_config()).get_config() == cb.get_config()
