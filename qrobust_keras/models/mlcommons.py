@@ -45,7 +45,8 @@ def _official_path(name: str, path: str | os.PathLike | None) -> str:
     path = os.fspath(path)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, _FILES[name])):
         path = os.path.join(path, _FILES[name])
-    if not os.path.exists(path):
+    is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
+    if not os.path.exists(path) or (os.path.isdir(path) and not is_saved_model):
         raise FileNotFoundError(f"MLCommons {name} weights not found at path={path!r}; expected the file/folder "
                                 f"{_FILES[name]!r} or a folder containing it")
     return path

@@ -1,0 +1,71 @@
+"""Tests of qrobust_keras/models/resnet.py and ds_cnn.py: parameter counts, twin topology, policies, errors."""
+
+import numpy as np
+import pytest
+
+import qrobust_keras as qrk
+from qrobust_keras._keras import keras
+
+POLICIES = ["float", "int8", "int4", "ternary", "stochastic_ternary", "binary",
+            qrk.quantization.QuantPolicy(kernel="stochastic_ternary", activation="int4",
+                                         overrides={"conv_1": "int8", "logits": "int8"})]
+
+
+def _structure(model):
+    return [(layer.name, [n.name for n in np.atleast_1d(layer._inbound_nodes[0].inbound_layers)])
+            for layer in model.layers]
+
+
+@pytest.mark.parametrize("builder, params", [(qrk.models.resnet8, 78_666), (qrk.models.ds_cnn, 24_908)])
+def test_parameter_counts_and_identical_topology_for_every_policy(builder, params):
+    float_model = builder(policy="float")
+    assert float_model.count_params() == params
+    for policy in POLICIES:
+        model = builder(policy=policy)
+        assert model.count_params() == params
+        assert _structure(model) == _structure(float_model)
+
+
+def test_resnet8_quantized_layers_follow_policy_and_overrides():
+    model = qrk.models.resnet8(policy=POLICIES[-1])
+    assert "quantized_bits(8" in str(model.get_layer("conv_1").kernel_quantizer_internal)
+    assert "stochastic_ternary" in str(model.get_layer("stack2_conv_b").kernel_quantizer_internal)
+    assert type(model.get_layer("stack1_relu")).__name__ == "QActivation"
+    assert model.get_layer("logits").activation.__name__ == "linear"
+    assert model.layers[-1].name == "softmax"
+
+
+def test_resnet8_outputs_probabilities_and_has_logits_layer():
+    model = qrk.models.resnet8(policy="int4")
+    x = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    p = model(x, training=False).numpy()
+    assert p.shape == (3, 10) and np.allclose(p.sum(1), 1, atol=1e-5)
+    logits = qrk.models.logits_model(model)(x, training=False).numpy()
+    assert np.allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), p, atol=1e-5)
+
+
+def test_resnet8_other_shapes_and_classes():
+    model = qrk.models.resnet8(num_classes=4, input_shape=(16, 16, 1))
+    assert model.output_shape == (None, 4)
+
+
+def test_unmatched_override_is_an_error():
+    with pytest.raises(ValueError, match=r"\['conv1'\] match no layer"):
+        qrk.models.resnet8(policy=qrk.quantization.QuantPolicy(kernel="int4", overrides={"conv1": "int8"}))
+
+
+@pytest.mark.parametrize("kwargs, match", [({"num_classes": 0}, "num_classes"), ({"input_shape": (32, 32)}, "input_shape"),
+                                           ({"policy": "int3"}, "valid names")])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        qrk.models.resnet8(**kwargs)
+
+
+def test_logits_model_of_a_dense_softmax_user_model_shares_weights():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    logits = qrk.models.logits_model(model)
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    w, b = model.layers[-1].get_weights()
+    assert np.allclose(logits(x).numpy(), x @ w + b, atol=1e-5)
+    assert qrk.models.ends_in_softmax(model) and not qrk.models.ends_in_softmax(logits)
