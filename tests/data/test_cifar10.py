@@ -154,6 +154,8 @@ def test_png_tree_is_bit_exact(shared_data, tmp_path):
             for j, i in enumerate(pick[y_test[pick] == k]):
                 Image.fromarray(x_test[i]).save(folder / f"{j:04d}.png")
     (x_tr, y_tr), (x_te, y_te) = load_cifar10(tmp_path, source="images", verbose=0)
+    (_, _), (x_pil, _) = load_cifar10(tmp_path, source="images", decoder="pil", verbose=0)
+    np.testing.assert_array_equal(x_pil, x_te)
     order = np.concatenate([pick[y_test[pick] == k] for k in range(10)])
     np.testing.assert_array_equal(x_te, x_test[order])
     np.testing.assert_array_equal(y_te, y_test[order])
@@ -169,6 +171,8 @@ def test_shared_jpeg_subset_matches_exact_images(shared_data):
     paths, labels, _ = list_image_folder(root, CLASS_NAMES)
     chosen = [p for k in range(10) for p in np.array(paths)[labels == k][:20]]
     x, y, _ = load_image_folder(root, CLASS_NAMES, paths=chosen)
+    x_pil, _, _ = load_image_folder(root, CLASS_NAMES, paths=chosen, decoder="pil")
+    np.testing.assert_array_equal(x, x_pil)  # tf.data (INTEGER_ACCURATE) and Pillow decode identically
     exact = np.concatenate([x_test[y_test == k][:20] for k in range(10)])
     assert y.tolist() == sorted(list(range(10)) * 20)
     err = np.abs(x.astype(float) - exact).mean()

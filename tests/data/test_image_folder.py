@@ -30,17 +30,19 @@ def test_sorted_classes_and_explicit_order(tmp_path):
     assert y2.tolist() == [0, 0, 0, 1, 1, 1]
 
 
-def test_grayscale_and_jpeg(tmp_path):
+@pytest.mark.parametrize("decoder", ["tf", "pil"])
+def test_grayscale_and_jpeg(tmp_path, decoder):
     (tmp_path / "c").mkdir()
     gray = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
     Image.fromarray(gray, mode="L").save(tmp_path / "c" / "g.png")
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "c" / "j.jpg", quality=95)
-    x, _, _ = load_image_folder(tmp_path)
+    x, _, _ = load_image_folder(tmp_path, decoder=decoder)
     np.testing.assert_array_equal(x[0], np.repeat(gray[..., None], 3, axis=2))
     assert np.abs(x[1].astype(int) - 200).max() <= 2
 
 
-def test_errors(tmp_path):
+@pytest.mark.parametrize("decoder", ["tf", "pil"])
+def test_errors(tmp_path, decoder):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         load_image_folder(tmp_path / "none")
     _tree(tmp_path, classes=("a",))
@@ -49,8 +51,10 @@ def test_errors(tmp_path):
     with pytest.raises(DataNotFoundError, match="class folder .* is missing"):
         list_image_folder(tmp_path, class_names=["a", "z"])
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a" / "small.png")
-    with pytest.raises(CorruptDataError, match="16x16 pixels; expected 32x32"):
-        load_image_folder(tmp_path)
+    with pytest.raises(CorruptDataError, match="small.png' is 16x16 pixels; expected 32x32"):
+        load_image_folder(tmp_path, decoder=decoder)
     (tmp_path / "a" / "small.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(CorruptDataError, match="cannot decode image"):
-        load_image_folder(tmp_path)
+    with pytest.raises(CorruptDataError, match="cannot decode image .*small.png"):
+        load_image_folder(tmp_path, decoder=decoder)
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        load_image_folder(tmp_path, decoder="cv2")
