@@ -279,20 +279,29 @@ def _silence_clips(noise: dict[str, np.ndarray], count: int, seed: int) -> tuple
     return clips, tags
 
 
-def _read_all(paths: list[str], resample: bool, verbose: int) -> np.ndarray:
+def _read_all(paths: list[str], resample: bool, verbose: int, transform=None, chunk: int = 4096) -> np.ndarray:
+    """Read clips in parallel; with ``transform`` (e.g. MFCC), apply it chunk by chunk to bound memory."""
     from qrobust_keras._keras import keras
 
-    out = np.zeros((len(paths), CLIP_SAMPLES), np.float32)
     bar = keras.utils.Progbar(len(paths), verbose=1, unit_name="clip") if verbose and len(paths) > 500 else None
+    parts, buffer = [], np.zeros((min(chunk, len(paths)), CLIP_SAMPLES), np.float32)
 
-    def one(i):
-        out[i] = load_clip(paths[i], SAMPLE_RATE, CLIP_SAMPLES, resample)
+    def one(args):
+        row, i = args
+        buffer[row] = load_clip(paths[i], SAMPLE_RATE, CLIP_SAMPLES, resample)
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        for done, _ in enumerate(pool.map(one, range(len(paths)), chunksize=64), 1):
-            if bar is not None and (done % 500 == 0 or done == len(paths)):
-                bar.update(done)
-    return out
+        for start in range(0, len(paths), chunk):
+            stop = min(start + chunk, len(paths))
+            list(pool.map(one, enumerate(range(start, stop)), chunksize=64))
+            block = buffer[: stop - start]
+            parts.append(transform(block) if transform is not None else block.copy())
+            if bar is not None:
+                bar.update(stop)
+    if not parts:
+        return transform(np.zeros((0, CLIP_SAMPLES), np.float32)) if transform else np.zeros((0, CLIP_SAMPLES),
+                                                                                             np.float32)
+    return np.concatenate(parts)
 
 
 def load_speech_commands(data_dir: str | os.PathLike, split: str = "test", features: str = "mfcc", *,
@@ -359,16 +368,17 @@ def load_speech_commands(data_dir: str | os.PathLike, split: str = "test", featu
         if n_silence:
             waves_extra, tags_extra = _silence_clips(load_background_noise(root, resample), n_silence,
                                                      int(rng.integers(2**31)) + SPLITS.index(split))
-    waves = _read_all(paths, resample, verbose)
-    if len(tags_extra):
-        waves = np.concatenate([waves, waves_extra])
-        labels = np.concatenate([labels, np.full(len(tags_extra), LABELS.index(SILENCE), np.int64)])
-        paths = paths + tags_extra
-    if features == "waveform":
-        x = waves
-    else:
+    transform = None
+    if features != "waveform":
         from qrobust_keras.data.mfcc import mfcc
 
-        x = mfcc(waves, backend="tf" if features == "mfcc" else "librosa")
+        def transform(block):
+            return mfcc(block, backend="tf" if features == "mfcc" else "librosa")
+
+    x = _read_all(paths, resample, verbose, transform)
+    if len(tags_extra):
+        x = np.concatenate([x, transform(waves_extra) if transform else waves_extra])
+        labels = np.concatenate([labels, np.full(len(tags_extra), LABELS.index(SILENCE), np.int64)])
+        paths = paths + tags_extra
     return (x, labels, paths) if return_paths else (x, labels)
 

@@ -142,9 +142,17 @@ def test_full_layout_silence_and_unknown_sampling(full_layout):
 
 
 def test_mfcc_features_by_default(full_layout):
+    from qrobust_keras.data.mfcc import mfcc
+    from qrobust_keras.data.speech_commands import _read_all
+
     root, _, _ = full_layout
-    x, y = load_speech_commands(root, "test", silence_fraction=0.0)
+    x, y = load_speech_commands(root, "all", silence_fraction=0.2)
     assert x.shape == (len(y), 49, 10, 1) and x.dtype == np.float32 and np.isfinite(x).all()
+    waves, y2, paths = load_speech_commands(root, "all", "waveform", silence_fraction=0.2, return_paths=True)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_allclose(x, mfcc(waves), rtol=0, atol=1e-4)  # features of exactly those clips, silence too
+    clips = [p for p in paths if not p.startswith("_background_noise_")]
+    np.testing.assert_allclose(_read_all(clips, False, 0, mfcc, chunk=3), mfcc(waves[: len(clips)]), atol=1e-4)
 
 
 def test_missing_folder_and_unknown_layout(tmp_path):
