@@ -5,7 +5,9 @@ Measures
     with ``decoder="pil"`` (Pillow thread pool) and with Pillow on one thread (same pixels, checked);
   * the exact pickle batches through the restricted unpickler;
   * one epoch of the augmented ``image_dataset`` pipeline;
-  * MFCC throughput of ``mfcc`` (tf.signal) against ``librosa_mfcc`` on the shared Speech Commands clips.
+  * MFCC throughput of ``mfcc`` (tf.signal) against ``librosa_mfcc`` on the shared Speech Commands clips;
+  * the accuracy of the MLCommons reference DS-CNN on those clips for front-end variants (normalization, FFT
+    length, mel-matrix choices), which is how the reference choices were checked.
 
 Run:  python bench/data_loading.py [--data ../shared/data] [--limit N]   (N images per split for a quick run)
 Prints wall and CPU seconds and the ratios; the issue's bar is "60,000 JPEGs in under a minute on 2 cores".
@@ -94,6 +96,29 @@ def main() -> None:
     _, wall_lr, _ = timed(lambda: librosa_mfcc(sub))
     rate_tf, rate_lr = len(waves) / wall_tf, len(sub) / wall_lr
     print(f"\nMFCC: tf.signal {rate_tf:,.0f} clips/s, librosa {rate_lr:,.0f} clips/s (x{rate_tf / rate_lr:.1f})")
+
+    from qrobust_keras._keras import keras
+
+    model = keras.models.load_model(str(data / "models" / "mlcommons" / "kws_ref_model"), compile=False)
+
+    def accuracy(feats):
+        return float((model.predict(feats, batch_size=512, verbose=0).argmax(1) == labels).mean())
+
+    variants = [
+        ("reference: x/max(x), fft 512, no clipping", dict()),
+        ("x/max|x|", dict(normalize="max_abs")),
+        ("no normalization (int16/32768)", dict(normalize=None)),
+        ("fft_length 480", dict(fft_length=480)),
+        ("fft_length 1024", dict(fft_length=1024)),
+        ("mel 0-8000 Hz", dict(lower_edge_hertz=0.0, upper_edge_hertz=8000.0)),
+        ("log(mel + 1e-3)", dict(log_offset=1e-3)),
+    ]
+    print("\nreference DS-CNN accuracy on the shared test clips, by front end:")
+    for name, kwargs in variants:
+        print(f"  {name:45s} {accuracy(mfcc(waves, **kwargs)):.4f}")
+    clipped = np.clip(waves / waves.max(axis=1, keepdims=True), -1, 1)
+    print(f"  {'x/max(x) then clip to [-1, 1] (training path)':45s} {accuracy(mfcc(clipped, normalize=None)):.4f}")
+    print(f"  {'librosa_mfcc (documented incompatible)':45s} {accuracy(librosa_mfcc(waves)):.4f}")
 
 
 if __name__ == "__main__":
