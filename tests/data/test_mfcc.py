@@ -114,3 +114,21 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="fft_length must be >= frame_length"):
         MFCCConfig(fft_length=256)
     assert MFCCConfig().output_shape == (49, 10, 1)
+
+
+def test_waveform_model_with_reference_weights(kws_test_set, kws_reference_model):
+    """keras.Model(wave, ds_cnn(MFCC()(wave))) predicts exactly what the feature path predicts; gradients reach x."""
+    x, y, _ = kws_test_set
+    x, y = x[::25], y[::25]
+    wave_in = keras.Input((16000,))
+    wave_model = keras.Model(wave_in, kws_reference_model(MFCC()(wave_in)))
+    p_wave = wave_model.predict(x, batch_size=64, verbose=0)
+    p_feat = kws_reference_model.predict(mfcc(x), batch_size=64, verbose=0)
+    np.testing.assert_allclose(p_wave, p_feat, atol=1e-4)
+    assert (p_wave.argmax(1) == y).mean() > 0.85
+    xt = tf.constant(x[:8])
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = keras.losses.sparse_categorical_crossentropy(y[:8], wave_model(xt))
+    grad = tape.gradient(loss, xt).numpy()
+    assert np.isfinite(grad).all() and (np.abs(grad).max(axis=1) > 0).all()
