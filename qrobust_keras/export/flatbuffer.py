@@ -1,0 +1,267 @@
+"""Reading and patching TFLite flatbuffers: operator lists, tensor quantization, the TFLite Micro int8 whitelist.
+
+Uses the generated flatbuffer schema that ships with LiteRT (``ai_edge_litert.schema_py_generated``; the copies in
+``tflite-micro`` and TensorFlow serve as fall-backs), so no interpreter is needed to inspect a file: a file with
+Flex or custom ops can still be read and rejected with a clear message.
+
+Example:
+
+>>> from qrobust_keras.export import flatbuffer
+>>> model = flatbuffer.read_model(open("model.tflite", "rb").read())   # doctest: +SKIP
+>>> flatbuffer.op_counts(model)                                       # doctest: +SKIP
+{'CONV_2D': 9, 'ADD': 3, 'AVERAGE_POOL_2D': 1, 'RESHAPE': 1, 'FULLY_CONNECTED': 1, 'SOFTMAX': 1}
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+from typing import Any
+
+import numpy as np
+
+__all__ = ["schema", "read_model", "write_model", "op_names", "op_counts", "tensor_type_name", "check_int8_ops",
+           "TFLM_INT8_OPS", "SCALE_PRESERVING_OPS", "patch_activation_grids", "tensor_values"]
+
+# int8 builtin kernels of TensorFlow Lite Micro (tensorflow/lite/micro/kernels, micro_mutable_op_resolver.h).
+TFLM_INT8_OPS = frozenset({
+    "ADD", "SUB", "MUL", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
+    "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "LOG_SOFTMAX", "MEAN", "SUM", "REDUCE_MAX", "RELU",
+    "RELU6", "LEAKY_RELU", "PRELU", "HARD_SWISH", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "PAD", "PADV2",
+    "CONCATENATION", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "TRANSPOSE", "MAXIMUM", "MINIMUM",
+    "ARG_MAX", "ARG_MIN", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+    "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "L2_NORMALIZATION", "SHAPE", "GATHER", "BROADCAST_TO",
+})
+
+# Ops whose int8 kernels require the output to carry the input's scale and zero point.
+SCALE_PRESERVING_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+                                  "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
+                                  "PAD", "GATHER"})
+
+_SCHEMA_MODULES = ("ai_edge_litert.schema_py_generated",
+                   "tflite_micro.tensorflow.lite.micro.python.schema_py_generated",
+                   "tensorflow.lite.python.schema_py_generated")
+_schema = None
+
+
+def schema():
+    """The generated TFLite flatbuffer schema module (first importable of LiteRT, tflite-micro, TensorFlow)."""
+    global _schema
+    if _schema is None:
+        errors = []
+        for name in _SCHEMA_MODULES:
+            if name.startswith("tensorflow"):
+                import qrobust_keras._keras  # noqa: F401  (TensorFlow only ever loads after TF_USE_LEGACY_KERAS)
+            try:
+                _schema = importlib.import_module(name)
+                break
+            except ImportError as exc:
+                errors.append(f"{name}: {exc}")
+        else:
+            raise ImportError("no TFLite flatbuffer schema found; install ai-edge-litert (pip install "
+                              f"'qrobust-keras[tflite]'). Tried: {errors}")
+    return _schema
+
+
+def read_model(data: bytes) -> Any:
+    """Parse flatbuffer bytes into the schema's mutable object tree (``ModelT``)."""
+    fb = schema()
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(bytearray(data), 0))
+    if not model.subgraphs:
+        raise ValueError("the flatbuffer has no subgraph")
+    return model
+
+
+def write_model(model: Any) -> bytes:
+    """Serialize a ``ModelT`` back to flatbuffer bytes with the ``TFL3`` identifier."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+_NAMES: dict[int, str] = {}
+_TYPE_NAMES: dict[int, str] = {}
+
+
+def _builtin_name(code: int) -> str:
+    if not _NAMES:
+        ops = schema().BuiltinOperator
+        _NAMES.update({v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)})
+    return _NAMES.get(code, f"BUILTIN_{code}")
+
+
+def tensor_type_name(code: int) -> str:
+    """``"INT8"``, ``"FLOAT32"``, ... for a schema TensorType code."""
+    if not _TYPE_NAMES:
+        types = schema().TensorType
+        _TYPE_NAMES.update({v: k for k, v in vars(types).items() if not k.startswith("_") and isinstance(v, int)})
+    return _TYPE_NAMES.get(code, f"TYPE_{code}")
+
+
+def _op_code_name(model: Any, opcode_index: int) -> str:
+    code = model.operatorCodes[opcode_index]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    name = _builtin_name(builtin)
+    if name == "CUSTOM":
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+        return f"CUSTOM:{custom}" if not custom.startswith("Flex") else f"FLEX:{custom[4:]}"
+    return name
+
+
+def op_names(model: Any) -> list[tuple[int, int, str]]:
+    """``(subgraph, operator index, op name)`` for every operator; custom ops are ``CUSTOM:<name>`` and Flex ops
+    ``FLEX:<tf op>``."""
+    out = []
+    for s, sub in enumerate(model.subgraphs):
+        for i, op in enumerate(sub.operators or []):
+            out.append((s, i, _op_code_name(model, op.opcodeIndex)))
+    return out
+
+
+def op_counts(model: Any) -> dict[str, int]:
+    """``{op name: count}`` over all subgraphs, in order of first appearance."""
+    return dict(collections.Counter(name for _, _, name in op_names(model)))
+
+
+def _tensor_name(tensor: Any) -> str:
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def check_int8_ops(model: Any, allowed: frozenset = TFLM_INT8_OPS) -> list[str]:
+    """Reasons why the graph is not an integer-only TFLite Micro graph (empty list when it is).
+
+    Checks: every op is a builtin in ``allowed`` (no Flex, no custom ops), and no op reads or writes a float tensor
+    (which would be a float kernel inside the graph); int32 is accepted for biases and shape operands only.
+    """
+    problems = []
+    fb_types = schema().TensorType
+    for s, sub in enumerate(model.subgraphs):
+        for i, op in enumerate(sub.operators or []):
+            name = _op_code_name(model, op.opcodeIndex)
+            if name not in allowed:
+                problems.append(f"op {i} {name} is not an int8 builtin of TFLite Micro")
+                continue
+            for role, indices in (("input", op.inputs), ("output", op.outputs)):
+                for t in (indices if indices is not None else []):
+                    if t < 0:
+                        continue
+                    tensor = sub.tensors[t]
+                    if tensor.type in (fb_types.FLOAT32, fb_types.FLOAT16, fb_types.FLOAT64):
+                        problems.append(f"op {i} {name} has the float {role} tensor {_tensor_name(tensor)!r} "
+                                        f"({tensor_type_name(tensor.type)})")
+    return problems
+
+
+def tensor_values(model: Any, tensor_index: int, subgraph: int = 0) -> np.ndarray | None:
+    """The constant data of a tensor as a numpy array of its type and shape (None for activations)."""
+    sub = model.subgraphs[subgraph]
+    tensor = sub.tensors[tensor_index]
+    buf = model.buffers[tensor.buffer]
+    data = getattr(buf, "data", None)
+    if data is None or len(data) == 0:
+        return None
+    dtype = {"INT8": np.int8, "INT32": np.int32, "FLOAT32": np.float32, "UINT8": np.uint8, "INT16": np.int16,
+             "INT64": np.int64, "FLOAT16": np.float16}[tensor_type_name(tensor.type)]
+    shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
+    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtype).reshape(shape)
+
+
+def _qparams(tensor: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    return np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.int64)
+
+
+def patch_activation_grids(data: bytes, grids: dict[str, tuple[float, int]]) -> tuple[bytes, dict[str, str]]:
+    """Give the int8 outputs of quantized ReLUs the QKeras grid, so the device rounds like QKeras.
+
+    A QKeras ``quantized_relu(b, i)`` outputs ``k * step`` with ``step = 2^(i-b)``, ``k = 0 .. 2^b - 1``. Its int8
+    tensor is set to ``scale = step`` and ``zero_point = 127 - (2^b - 1)``: the ReLU fused into the producing op
+    clamps at code ``zero_point`` (value 0), int8 saturation clamps at code 127 (value ``(2^b - 1) * step``), and the
+    requantization rounds to the grid. The new parameters are propagated through ops that must keep their input's
+    parameters (pooling, reshape), and every consumer's int32 bias is re-quantized to ``input_scale *
+    filter_scale`` (TFLite checks that product).
+
+    Args:
+        data: int8 flatbuffer bytes. grids: ``{activation layer name: (step, levels)}``; a tensor belongs to a layer
+            when its name contains ``<layer>/Relu`` (the converter's naming of fused ops).
+
+    Returns:
+        ``(patched bytes, {layer name: tensor name})`` for every grid applied.
+
+    Raises:
+        ValueError: a layer of ``grids`` has no tensor in the file, or its tensor is not int8.
+    """
+    import re
+
+    fb = schema()
+    model = read_model(data)
+    sub = model.subgraphs[0]
+    applied: dict[str, str] = {}
+    producers = {}
+    consumers = collections.defaultdict(list)
+    for i, op in enumerate(sub.operators):
+        for t in op.outputs:
+            producers[int(t)] = i
+        for t in op.inputs:
+            if t >= 0:
+                consumers[int(t)].append(i)
+    new_params: dict[int, tuple[float, int]] = {}
+    for layer, (step, levels) in grids.items():
+        pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/Relu($|[;:/])")
+        found = [t for t, tensor in enumerate(sub.tensors) if pattern.search(_tensor_name(tensor)) and t in producers]
+        if not found:
+            raise ValueError(f"quantized activation {layer!r}: no tensor named '{layer}/Relu' in the converted file")
+        t = found[-1]
+        if sub.tensors[t].type != fb.TensorType.INT8:
+            raise ValueError(f"quantized activation {layer!r}: tensor {_tensor_name(sub.tensors[t])!r} is "
+                             f"{tensor_type_name(sub.tensors[t].type)}, not INT8")
+        if levels > 256:
+            raise ValueError(f"quantized activation {layer!r} has {levels} levels; int8 holds at most 256")
+        new_params[t] = (float(step), int(127 - (levels - 1)))
+        applied[layer] = _tensor_name(sub.tensors[t])
+    # propagate through ops that must keep their input's quantization
+    queue = list(new_params)
+    while queue:
+        t = queue.pop()
+        for i in consumers.get(t, []):
+            op = sub.operators[i]
+            name = _op_code_name(model, op.opcodeIndex)
+            if name in SCALE_PRESERVING_OPS and int(op.inputs[0]) == t:
+                old_in, old_out = _qparams(sub.tensors[t]), _qparams(sub.tensors[op.outputs[0]])
+                if old_out is not None and old_in is not None and int(op.outputs[0]) not in new_params:
+                    new_params[int(op.outputs[0])] = new_params[t]
+                    queue.append(int(op.outputs[0]))
+    old_scales = {t: _qparams(sub.tensors[t]) for t in new_params}
+    for t, (scale, zp) in new_params.items():
+        q = sub.tensors[t].quantization
+        q.scale = np.asarray([scale], np.float32)
+        q.zeroPoint = np.asarray([zp], np.int64)
+        q.min = None
+        q.max = None
+    # re-quantize the biases of weight ops that read a patched tensor
+    for t in new_params:
+        for i in consumers.get(t, []):
+            op = sub.operators[i]
+            name = _op_code_name(model, op.opcodeIndex)
+            if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
+                continue
+            if int(op.inputs[0]) != t or len(op.inputs) < 3 or op.inputs[2] < 0:
+                continue
+            bias_t = sub.tensors[op.inputs[2]]
+            bias = tensor_values(model, int(op.inputs[2]))
+            bq = _qparams(bias_t)
+            wq = _qparams(sub.tensors[op.inputs[1]])
+            if bias is None or bq is None or wq is None:
+                continue
+            real = bias.astype(np.float64) * bq[0]
+            new_scale = new_params[t][0] * wq[0]
+            new_bias = np.clip(np.round(real / new_scale), -2**31, 2**31 - 1).astype(np.int32)
+            bias_t.quantization.scale = new_scale.astype(np.float32)
+            model.buffers[bias_t.buffer].data = np.frombuffer(new_bias.tobytes(), np.uint8)
+    del old_scales
+    return write_model(model), applied
