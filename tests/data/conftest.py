@@ -14,14 +14,7 @@ def kws_test_set(shared_data):
 
 @pytest.fixture(scope="session")
 def kws_reference_model(shared_data):
-    """The MLCommons Tiny DS-CNN reference model (SavedModel, 49x10x1 MFCC input, softmax output)."""
-    path = shared_data / "models" / "mlcommons" / "kws_ref_model"
-    try:
-        from qrobust_keras.models import load_mlcommons
-    except ImportError:
-        load_mlcommons = None
-    if load_mlcommons is not None:
-        return load_mlcommons("ds_cnn", path)
-    from qrobust_keras._keras import keras
+    """The MLCommons Tiny DS-CNN reference weights in the library's builder (49x10x1 MFCC in, softmax out)."""
+    from qrobust_keras.models import load_mlcommons
 
-    return keras.models.load_model(str(path), compile=False)
+    return load_mlcommons("ds_cnn", shared_data / "models" / "mlcommons" / "kws_ref_model")
