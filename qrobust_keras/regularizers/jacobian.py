@@ -41,6 +41,7 @@ __all__ = ["JacobianRegularization", "jacobian_norm", "jacobian_penalty", "resol
 
 LayersArg = Union[str, Sequence[str], Mapping[str, float]]
 _ESTIMATORS = ("fused", "per_layer")
+_PROJECTIONS = ("rademacher", "sphere")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -179,6 +180,12 @@ def _check_n_proj(n_proj) -> int:
     return int(n_proj)
 
 
+def _check_projection(projection) -> str:
+    if projection not in _PROJECTIONS:
+        raise ValueError(f"projection must be one of {_PROJECTIONS}; got projection={projection!r}")
+    return projection
+
+
 def _check_estimator(estimator) -> str:
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {_ESTIMATORS}; got estimator={estimator!r}")
@@ -198,13 +205,23 @@ def _per_sample_sq(grads) -> tf.Tensor:
     return total
 
 
-def _unit_projection(h, key) -> tuple:
-    """v uniform on the unit sphere of each sample's output (same shape as h) and the output dimension C."""
+def _projection(h, key, projection: str) -> tf.Tensor:
+    """Random r shaped like h with E[r r^T] = I per sample, so E||r^T J||^2 = ||J||_F^2 (unbiased).
+
+    ``"rademacher"``: independent +-1 entries (r / sqrt(C) is a unit vector: a random vertex of the cube inscribed in
+    the sphere); drawn as random bits, about 10x cheaper than normals, and lower variance (Hutchinson 1990).
+    ``"sphere"``: sqrt(C) v with v uniform on the unit sphere of dimension C (Hoffman et al. 2019).
+    """
+    if projection == "rademacher":
+        n = tf.size(h)
+        words = tf.random.stateless_uniform([(n + 31) // 32], seed=key, minval=None, maxval=None, dtype=tf.int32)
+        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words[:, None], tf.range(32, dtype=tf.int32)), 1)
+        bits = tf.reshape(bits, [-1])[:n]
+        return tf.reshape(tf.cast(2 * bits - 1, h.dtype), tf.shape(h))
     g = tf.random.stateless_normal(tf.shape(h), seed=key, dtype=h.dtype)
     axes = list(range(1, h.shape.rank))
-    v = g * tf.math.rsqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True))
     dim = tf.cast(tf.reduce_prod(tf.shape(h)[1:]), h.dtype)
-    return v, dim
+    return g * tf.math.rsqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True) / dim)
 
 
 def _vjp(tape, targets, cotangents, sources):
@@ -227,7 +244,7 @@ def _fold(key, value):
     return tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
 
 
-def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_layers):
+def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_layers, projection="rademacher"):
     """Estimate sum_l lambda_l ||J_l(x_i)||_F^2 per sample and, when cheap or asked, each ||J_l(x_i)||_F^2.
 
     Returns ``(weighted [B], per_layer list of [B] or None)``. ``key`` is a stateless seed (shape [2]).
@@ -240,8 +257,8 @@ def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_l
                 continue
             acc = None
             for p in range(n_proj):
-                v, dim = _unit_projection(h, _fold(_fold(key, idx), p))
-                s = dim * _per_sample_sq(_vjp(tape, [h], [v], sources))
+                r = _projection(h, _fold(_fold(key, idx), p), projection)
+                s = _per_sample_sq(_vjp(tape, [h], [r], sources))
                 acc = s if acc is None else acc + s
             per_layer.append(acc / n_proj)
         weighted = tf.add_n([lam * s for lam, s in zip(lambdas, per_layer)])
@@ -254,21 +271,21 @@ def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_l
         for idx, (h, lam) in enumerate(zip(feats, lambdas)):
             if lam == 0.0:
                 continue
-            v, dim = _unit_projection(h, _fold(_fold(key, idx), p))
+            r = _projection(h, _fold(_fold(key, idx), p), projection)
             targets.append(h)
-            cotangents.append(tf.sqrt(lam * dim) * v)
+            cotangents.append(math.sqrt(lam) * r)
         s = _per_sample_sq(_vjp(tape, targets, cotangents, sources))
         acc = s if acc is None else acc + s
     weighted = acc / n_proj
-    return weighted, (_layer_estimates(tape, sources, feats, _fold(key, 7919)) if want_layers else None)
+    return weighted, (_layer_estimates(tape, sources, feats, _fold(key, 7919), projection) if want_layers else None)
 
 
-def _layer_estimates(tape, sources, feats, key) -> list:
+def _layer_estimates(tape, sources, feats, key, projection) -> list:
     """One-projection estimate of each ||J_l(x_i)||_F^2 (one first-order backward per layer), for logging."""
     out = []
     for idx, h in enumerate(feats):
-        v, dim = _unit_projection(h, _fold(key, idx))
-        out.append(dim * _per_sample_sq(_vjp(tape, [h], [v], sources)))
+        r = _projection(h, _fold(key, idx), projection)
+        out.append(_per_sample_sq(_vjp(tape, [h], [r], sources)))
     return out
 
 
@@ -281,14 +298,14 @@ class _Probe:
         self.lambdas = [lam for _, _, lam in resolved]
         self.model = keras.Model(model.inputs, [t for _, t, _ in resolved], name=f"{model.name}_jacobian_probe")
 
-    def terms(self, x, n_proj, estimator, key, training, want_layers):
+    def terms(self, x, n_proj, estimator, key, training, want_layers, projection):
         sources = [tf.convert_to_tensor(t) for t in tf.nest.flatten(x)]
         x = tf.nest.pack_sequence_as(x, sources)
         with tf.GradientTape(persistent=True) as tape:
             for s in sources:
                 tape.watch(s)
             feats = tf.nest.flatten(self.model(x, training=training))
-        return _sq_norm_terms(tape, sources, feats, self.lambdas, n_proj, estimator, key, want_layers)
+        return _sq_norm_terms(tape, sources, feats, self.lambdas, n_proj, estimator, key, want_layers, projection)
 
 
 def _seed_key(seed) -> tf.Tensor:
@@ -304,6 +321,7 @@ def jacobian_penalty(
     estimator: str = "fused",
     seed: int = 0,
     training: bool = False,
+    projection: str = "rademacher",
 ) -> tf.Tensor:
     """The Jacobian regularization term R for one batch, differentiable with respect to the weights.
 
@@ -314,7 +332,7 @@ def jacobian_penalty(
         model: functional or Sequential Keras/QKeras model.
         x: a batch of inputs (array or tensor; nested for multi-input models: the Jacobian is taken with respect to
             all of them together).
-        layers, weight, n_proj, estimator: as in :class:`JacobianRegularization`.
+        layers, weight, n_proj, estimator, projection: as in :class:`JacobianRegularization`.
         seed: integer seed of the projections (a tensor works too, so a ``tf.function`` need not retrace).
         training: run the forward pass in training mode (BatchNorm batch statistics, stochastic quantizers).
 
@@ -323,8 +341,9 @@ def jacobian_penalty(
     """
     n_proj = _check_n_proj(n_proj)
     estimator = _check_estimator(estimator)
+    projection = _check_projection(projection)
     probe = _Probe(model, layers, weight)
-    weighted, _ = probe.terms(x, n_proj, estimator, _seed_key(seed), training, want_layers=False)
+    weighted, _ = probe.terms(x, n_proj, estimator, _seed_key(seed), training, False, projection)
     return 0.5 * tf.reduce_mean(weighted)
 
 
@@ -336,6 +355,7 @@ def jacobian_norm(
     n_proj: int = 16,
     seed: int = 0,
     batch_size: int = 128,
+    projection: str = "rademacher",
 ) -> dict:
     """Per-layer input-Jacobian Frobenius norms of a model, in inference mode, for reports and model comparisons.
 
@@ -351,6 +371,7 @@ def jacobian_norm(
             error about sqrt(2 / (n_proj * effective rank)); the square root is then taken per sample).
         seed: seed of the projections.
         batch_size: samples per forward/backward pass.
+        projection: ``"rademacher"`` or ``"sphere"`` (see :class:`JacobianRegularization`).
 
     Returns:
         ``{layer name: mean Frobenius norm}`` as Python floats, in the order of ``layers``.
@@ -359,6 +380,7 @@ def jacobian_norm(
         n_proj = _check_n_proj(n_proj)
         if n_proj == -1:
             exact = True
+    projection = _check_projection(projection)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got batch_size={batch_size!r}")
     probe = _Probe(model, dict.fromkeys(layers, 1.0) if isinstance(layers, Mapping) else layers, None)
@@ -366,7 +388,7 @@ def jacobian_norm(
 
     @tf.function(reduce_retracing=True)
     def run(xb, key):
-        _, per_layer = probe.terms(xb, n_proj_eff, "per_layer", key, False, want_layers=True)
+        _, per_layer = probe.terms(xb, n_proj_eff, "per_layer", key, False, True, projection)
         return [tf.sqrt(tf.maximum(s, 0.0)) for s in per_layer]
 
     flat = [np.asarray(t) if not isinstance(t, tf.Tensor) else t for t in tf.nest.flatten(x)]
@@ -395,10 +417,16 @@ class JacobianRegularization(TrainStepHook):
 
     where ``h_l`` are the chosen layer outputs (logits before the softmax for ``"output"``) and the mean runs over
     the batch (unweighted: ``sample_weight``/``class_weight`` weigh the task loss only). ``||J||_F^2`` is estimated
-    with random projections (Hoffman, Roberts, Yaida 2019, arXiv 1908.02729): for ``v`` uniform on the unit sphere
-    of the output dimension ``C``, ``E_v[C ||v^T J||^2] = ||J||_F^2``, and ``v^T J`` is one backward pass; the
-    gradient of R with respect to the weights is taken through that backward pass (double backprop). Per-layer JR of
-    quantized models follows Ayaz et al. 2023 (arXiv 2304.12829).
+    with random projections (Hoffman, Roberts, Yaida 2019, arXiv 1908.02729): for a random unit vector ``v`` of the
+    output dimension ``C`` with ``E[v v^T] = I / C``, ``E_v[C ||v^T J||^2] = ||J||_F^2``, and ``v^T J`` is one
+    backward pass; the gradient of R with respect to the weights is taken through that backward pass (double
+    backprop). Per-layer JR of quantized models follows Ayaz et al. 2023 (arXiv 2304.12829).
+
+    Projections: ``"sphere"`` draws ``v`` uniform on the unit sphere, as Hoffman et al.; ``"rademacher"`` (default)
+    draws ``v = r / sqrt(C)`` with independent random signs ``r`` (a random vertex of the cube inscribed in the
+    sphere). Both are unbiased; Rademacher has the smaller variance (Hutchinson 1990: it drops the diagonal terms of
+    ``J J^T`` from the variance) and is drawn as random bits, about 10x cheaper than normals - which matters for
+    ``layers="all"``, whose projections are as large as the activations (2M numbers per ResNet-8 layer at batch 128).
 
     Estimators (both unbiased):
 
@@ -440,6 +468,7 @@ class JacobianRegularization(TrainStepHook):
         schedule: optional ``epoch -> s`` callable replacing the warm-up ramp (s >= 0).
         log_layers_every: with ``"fused"``, log ``jr/<layer>`` every this many batches (0: never).
         seed: seed of the projections (default: drawn from numpy's global generator when training starts).
+        projection: ``"rademacher"`` or ``"sphere"`` (see above).
 
     Raises:
         ValueError: negative or non-finite weights, ``n_proj`` not >= 1 or -1, unknown estimator, unknown or
@@ -459,6 +488,7 @@ class JacobianRegularization(TrainStepHook):
         schedule: Callable[[int], float] | None = None,
         log_layers_every: int = 25,
         seed: int | None = None,
+        projection: str = "rademacher",
     ):
         super().__init__()
         if weight is not None:
@@ -489,6 +519,7 @@ class JacobianRegularization(TrainStepHook):
             layers if isinstance(layers, str) else list(layers))
         self.n_proj = _check_n_proj(n_proj)
         self.estimator = _check_estimator(estimator)
+        self.projection = _check_projection(projection)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) or warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be an integer >= 0; got warmup_epochs={warmup_epochs!r}")
         self.warmup_epochs = int(warmup_epochs)
@@ -508,6 +539,7 @@ class JacobianRegularization(TrainStepHook):
         return {
             "weight": self.weight, "layers": self.layers, "n_proj": self.n_proj, "estimator": self.estimator,
             "warmup_epochs": self.warmup_epochs, "log_layers_every": self.log_layers_every, "seed": self.seed,
+            "projection": self.projection,
         }
 
     @classmethod
@@ -574,7 +606,7 @@ class JacobianRegularization(TrainStepHook):
                 )
         key = _fold(_fold(self._key, ctx.step), ctx.replica_id)
         weighted, per_layer = _sq_norm_terms(
-            ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, want_layers=False
+            ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, False, self.projection
         )
         penalty = self._scale * 0.5 * tf.reduce_mean(weighted)
         self._jr.update_state(penalty)
@@ -584,7 +616,7 @@ class JacobianRegularization(TrainStepHook):
         elif self.log_layers_every > 0:
             def log_layers():
                 with ctx.outer_tape.stop_recording():
-                    est = _layer_estimates(ctx.input_tape, sources, feats, _fold(key, 7919))
+                    est = _layer_estimates(ctx.input_tape, sources, feats, _fold(key, 7919), self.projection)
                     for m, s in zip(self._jr_layers, est):
                         m.update_state(0.5 * tf.reduce_mean(tf.stop_gradient(s)))
                 return tf.constant(True)

@@ -95,12 +95,15 @@ def test_exact_norm_matches_per_sample_tf_jacobian():
 # The random-projection estimator is unbiased
 # ---------------------------------------------------------------------------------------------------------------------
 CONVERGENCE_DRAWS = 300
+DICT_LAYERS = {"conv": 0.5, "fc": 1.0, "logits": 2.0}
 
 
-@pytest.mark.parametrize("layers", ["output", "all", {"conv": 0.5, "fc": 1.0, "logits": 2.0}],
-                         ids=["output", "all", "dict"])
-@pytest.mark.parametrize("estimator", ["fused", "per_layer"])
-def test_projection_estimate_converges_to_exact(layers, estimator):
+@pytest.mark.parametrize("layers,estimator,projection", [
+    ("output", "fused", "rademacher"), ("all", "fused", "rademacher"), (DICT_LAYERS, "fused", "rademacher"),
+    ("output", "per_layer", "rademacher"), ("all", "per_layer", "rademacher"), (DICT_LAYERS, "per_layer", "rademacher"),
+    ("all", "fused", "sphere"), (DICT_LAYERS, "per_layer", "sphere"),
+], ids=lambda v: "dict" if isinstance(v, dict) else v)
+def test_projection_estimate_converges_to_exact(layers, estimator, projection):
     """Mean of 300 one-projection estimates is within 4 standard errors and 6% of the exact penalty.
 
     A single draw is far off (relative std 10-60%); the mean of independent unbiased draws must approach the exact
@@ -111,7 +114,7 @@ def test_projection_estimate_converges_to_exact(layers, estimator):
     weight = None if isinstance(layers, dict) else 1.0
     exact = float(jacobian_penalty(model, x, layers, weight=weight, n_proj=-1))
     draw = tf.function(lambda s: jacobian_penalty(model, x, layers, weight=weight, n_proj=1, estimator=estimator,
-                                                  seed=s))
+                                                  seed=s, projection=projection))
     draws = np.array([float(draw(tf.constant(s, tf.int64))) for s in range(CONVERGENCE_DRAWS)])
     mean, se = draws.mean(), draws.std(ddof=1) / np.sqrt(len(draws))
     assert draws.std() > 0.05 * exact  # really random, so the check below is about convergence
@@ -321,6 +324,8 @@ def test_bad_arguments_give_clear_errors():
         JacobianRegularization(layers={"fc": -1.0})
     with pytest.raises(ValueError, match=r"n_proj must be a positive integer.*or -1.*n_proj=0"):
         JacobianRegularization(n_proj=0)
+    with pytest.raises(ValueError, match=r"projection must be one of.*'gauss'"):
+        JacobianRegularization(projection="gauss")
     with pytest.raises(ValueError, match=r"estimator must be one of.*'exact'"):
         JacobianRegularization(estimator="exact")
     with pytest.raises(ValueError, match=r"layers must be 'output', 'all'.*'fc'.*pass \['fc'\]"):
