@@ -1,1 +1,11 @@
-"""Package attacks (filled in by its issue)."""
+"""Adversarial attacks: plain functions ``attack(model, x, y, eps, ...) -> x_adv`` with shared argument names."""
+
+from qrobust_keras.attacks._common import AttackInfo, PredictFn, as_predict_fn, enforce_constraints, perturbation_norms
+from qrobust_keras.attacks.apgd import apgd
+from qrobust_keras.attacks.cw import cw_l2
+from qrobust_keras.attacks.fgsm import fgsm
+from qrobust_keras.attacks.mim import mim
+from qrobust_keras.attacks.pgd import bim, pgd
+
+__all__ = ["AttackInfo", "PredictFn", "as_predict_fn", "enforce_constraints", "perturbation_norms", "fgsm", "bim",
+           "pgd", "mim", "cw_l2", "apgd"]

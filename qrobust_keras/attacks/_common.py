@@ -161,8 +161,12 @@ def enforce_constraints(
     x_adv = np.asarray(x_adv, np.float32)
     x_adv = np.where(np.isfinite(x_adv), x_adv, x)
     if norm == "inf":
-        lo = _nudge_inside((x - np.float32(eps)).astype(np.float32), x, eps)
-        hi = _nudge_inside((x + np.float32(eps)).astype(np.float32), x, eps)
+        # Bounds from the exact float64 value x - eps, rounded to float32: at most half an ulp (of the bound's own
+        # magnitude) outside, which one nextafter step repairs. (Subtracting in float32 can land on 0 or a
+        # denormal whose ulp is ~1e-45, and nudging from there would take forever.)
+        x64 = x.astype(np.float64)
+        lo = _nudge_inside((x64 - eps).astype(np.float32), x, eps)
+        hi = _nudge_inside((x64 + eps).astype(np.float32), x, eps)
         return np.clip(np.clip(x_adv, lo, hi), clip_min, clip_max).astype(np.float32)
     # L2: clipping to the box only moves coordinates towards x (x is inside the box), so it cannot raise the norm.
     out = np.clip(project(x, x_adv, eps, "2"), clip_min, clip_max).astype(np.float32)
