@@ -58,11 +58,12 @@ def test_layer_equals_function_and_survives_save_load(kws_test_set, tmp_path):
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     inp = keras.Input((16000,))
     model = keras.Model(inp, keras.layers.Flatten()(MFCC(normalize="max")(inp)))
-    model.save(tmp_path / "wave_model.h5")
-    again = keras.models.load_model(tmp_path / "wave_model.h5")
-    np.testing.assert_allclose(again.predict(x, verbose=0).reshape(expected.shape), expected, rtol=0,
-                               atol=1e-5 * np.abs(expected).max())
-    assert again.layers[1].get_config()["fft_length"] == 512 and isinstance(again.layers[1], MFCC)
+    for name in ("wave_model.h5", "wave_model.keras"):
+        model.save(tmp_path / name)
+        again = keras.models.load_model(tmp_path / name)
+        np.testing.assert_allclose(again.predict(x, verbose=0).reshape(expected.shape), expected, rtol=0,
+                                   atol=1e-5 * np.abs(expected).max())
+        assert again.layers[1].get_config()["fft_length"] == 512 and isinstance(again.layers[1], MFCC)
 
 
 def test_layer_gradient_is_finite_and_matches_tf_abs(kws_test_set):
