@@ -53,12 +53,15 @@ class ClonePlan:
         activation_grids: ``{activation layer name: (step, levels)}`` for every QKeras ``quantized_relu``: the
             activation takes the values ``k * step`` for ``k = 0 .. levels-1``.
         kernel_levels: ``{weight layer name: 2 or 3}`` for ternary/binary kernels (levels per output channel).
+        kernel_steps: ``{weight layer name: per-output-channel step}`` for quantized kernels (after folding): every
+            kernel value is an integer multiple ``k * step[c]`` with ``|k| <= 127``, so int8 can store it exactly.
         replaced: ``{layer name: "QConv2D -> Conv2D"}`` for every layer whose type changed.
     """
 
     folded: dict = dataclasses.field(default_factory=dict)
     activation_grids: dict = dataclasses.field(default_factory=dict)
     kernel_levels: dict = dataclasses.field(default_factory=dict)
+    kernel_steps: dict = dataclasses.field(default_factory=dict)
     replaced: dict = dataclasses.field(default_factory=dict)
 
 
@@ -328,6 +331,10 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
             if levels:
                 plan.kernel_levels[layer.name] = levels
             if kind.startswith("Q"):
+                step = _grid_step(kernel.reshape(-1, out_channels))
+                if step is not None:
+                    plan.kernel_steps[layer.name] = step
+            if kind.startswith("Q"):
                 plan.replaced[layer.name] = f"{kind} -> {cls.__name__}"
             new_weights[layer.name] = [kernel.astype(np.float32), bias.astype(np.float32)]
             return cls.from_config(config)
@@ -357,6 +364,27 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
     for name, weights in new_weights.items():
         clone.get_layer(name).set_weights(weights)
     return clone, plan
+
+
+def _grid_step(w: np.ndarray, max_code: int = 127) -> np.ndarray | None:
+    """Per-column step ``a`` with ``w[:, c] = k * a[c]`` for integers ``|k| <= max_code``, or None if there is none.
+
+    Tries ``a = m / j`` for ``j = 1 .. 16`` with ``m`` the smallest non-zero magnitude of the column (the grid's
+    smallest code present may be 2 or 3); columns of zeros get step 1.
+    """
+    w = np.asarray(w, np.float64)
+    mag = np.abs(w)
+    smallest = np.where(mag > 0, mag, np.inf).min(axis=0)
+    smallest = np.where(np.isfinite(smallest), smallest, 1.0)
+    step = np.full(w.shape[1], np.nan)
+    for j in range(1, 17):
+        cand = smallest / j
+        k = w / cand
+        ok = np.all(np.abs(k - np.round(k)) <= 1e-3, axis=0) & np.all(np.abs(np.round(k)) <= max_code, axis=0)
+        step = np.where(np.isnan(step) & ok, cand, step)
+    if np.any(np.isnan(step)):
+        return None
+    return step
 
 
 def _is_global_pool(layer: Any) -> bool:

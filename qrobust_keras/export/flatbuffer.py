@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["schema", "read_model", "write_model", "op_names", "op_counts", "tensor_type_name", "check_int8_ops",
-           "TFLM_INT8_OPS", "SCALE_PRESERVING_OPS", "patch_activation_grids", "tensor_values"]
+           "TFLM_INT8_OPS", "SCALE_PRESERVING_OPS", "patch_exact_grids", "patch_activation_grids", "tensor_values"]
 
 # int8 builtin kernels of TensorFlow Lite Micro (tensorflow/lite/micro/kernels, micro_mutable_op_resolver.h).
 TFLM_INT8_OPS = frozenset({
@@ -176,42 +176,67 @@ def _qparams(tensor: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.int64)
 
 
-def patch_activation_grids(data: bytes, grids: dict[str, tuple[float, int]]) -> tuple[bytes, dict[str, str]]:
-    """Give the int8 outputs of quantized ReLUs the QKeras grid, so the device rounds like QKeras.
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
-    A QKeras ``quantized_relu(b, i)`` outputs ``k * step`` with ``step = 2^(i-b)``, ``k = 0 .. 2^b - 1``. Its int8
-    tensor is set to ``scale = step`` and ``zero_point = 127 - (2^b - 1)``: the ReLU fused into the producing op
-    clamps at code ``zero_point`` (value 0), int8 saturation clamps at code 127 (value ``(2^b - 1) * step``), and the
-    requantization rounds to the grid. The new parameters are propagated through ops that must keep their input's
-    parameters (pooling, reshape), and every consumer's int32 bias is re-quantized to ``input_scale *
-    filter_scale`` (TFLite checks that product).
 
-    Args:
-        data: int8 flatbuffer bytes. grids: ``{activation layer name: (step, levels)}``; a tensor belongs to a layer
-            when its name contains ``<layer>/Relu`` (the converter's naming of fused ops).
-
-    Returns:
-        ``(patched bytes, {layer name: tensor name})`` for every grid applied.
-
-    Raises:
-        ValueError: a layer of ``grids`` has no tensor in the file, or its tensor is not int8.
-    """
-    import re
-
-    fb = schema()
-    model = read_model(data)
-    sub = model.subgraphs[0]
-    applied: dict[str, str] = {}
-    producers = {}
-    consumers = collections.defaultdict(list)
+def _producer_index(sub: Any) -> tuple[dict, dict]:
+    producers, consumers = {}, collections.defaultdict(list)
     for i, op in enumerate(sub.operators):
         for t in op.outputs:
             producers[int(t)] = i
         for t in op.inputs:
             if t >= 0:
                 consumers[int(t)].append(i)
+    return producers, consumers
+
+
+def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_steps: dict | None = None
+                      ) -> tuple[bytes, dict, dict]:
+    """Write QKeras grids into an int8 file so that the device computes what the QKeras model computes.
+
+    Activations: a QKeras ``quantized_relu(b, i)`` outputs ``k * step`` with ``step = 2^(i-b)``,
+    ``k = 0 .. 2^b - 1``. Its int8 tensor is set to ``scale = step`` and ``zero_point = 127 - (2^b - 1)``: the ReLU
+    fused into the producing op clamps at code ``zero_point`` (value 0), int8 saturation clamps at code 127 (value
+    ``(2^b - 1) * step``), and requantization rounds to the grid. The parameters are propagated through ops whose
+    int8 kernels keep their input's parameters (pooling, reshape).
+
+    Kernels: a quantized kernel holds ``k * step[c]`` with small integers ``k``; the converter's per-channel int8
+    scale ``max|w| / 127`` stores ``k`` only approximately (for 4-bit grids), so the filter is rewritten as codes
+    ``k`` with ``scale = step[c]``.
+
+    Every weight op whose input or filter scale changed gets its int32 bias re-quantized to ``input_scale *
+    filter_scale`` (TFLite checks that product), from the bias values of the converted file.
+
+    Args:
+        data: int8 flatbuffer bytes.
+        activation_grids: ``{activation layer name: (step, levels)}``; a tensor belongs to a layer when its name
+            contains ``<layer>/Relu`` (the converter's naming of fused ops).
+        kernel_steps: ``{weight layer name: per-output-channel step}``; the op is found by ``<layer>/`` in its
+            output tensor's name.
+
+    Returns:
+        ``(patched bytes, {activation layer: tensor name}, {weight layer: filter tensor name})``.
+
+    Raises:
+        ValueError: a layer has no tensor in the file, a tensor is not int8, or a filter is not on the given grid.
+    """
+    import re
+
+    fb = schema()
+    model = read_model(data)
+    sub = model.subgraphs[0]
+    producers, consumers = _producer_index(sub)
+    real_bias: dict[int, np.ndarray] = {}
+    for op in sub.operators:
+        if _op_code_name(model, op.opcodeIndex) in _WEIGHT_OPS and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            values, q = tensor_values(model, int(op.inputs[2])), _qparams(sub.tensors[op.inputs[2]])
+            if values is not None and q is not None:
+                real_bias[int(op.inputs[2])] = values.astype(np.float64) * q[0]
+    changed_ops: set[int] = set()
+
+    applied_act: dict[str, str] = {}
     new_params: dict[int, tuple[float, int]] = {}
-    for layer, (step, levels) in grids.items():
+    for layer, (step, levels) in (activation_grids or {}).items():
         pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/Relu($|[;:/])")
         found = [t for t, tensor in enumerate(sub.tensors) if pattern.search(_tensor_name(tensor)) and t in producers]
         if not found:
@@ -223,45 +248,75 @@ def patch_activation_grids(data: bytes, grids: dict[str, tuple[float, int]]) -> 
         if levels > 256:
             raise ValueError(f"quantized activation {layer!r} has {levels} levels; int8 holds at most 256")
         new_params[t] = (float(step), int(127 - (levels - 1)))
-        applied[layer] = _tensor_name(sub.tensors[t])
-    # propagate through ops that must keep their input's quantization
+        applied_act[layer] = _tensor_name(sub.tensors[t])
     queue = list(new_params)
     while queue:
         t = queue.pop()
         for i in consumers.get(t, []):
             op = sub.operators[i]
-            name = _op_code_name(model, op.opcodeIndex)
-            if name in SCALE_PRESERVING_OPS and int(op.inputs[0]) == t:
-                old_in, old_out = _qparams(sub.tensors[t]), _qparams(sub.tensors[op.outputs[0]])
-                if old_out is not None and old_in is not None and int(op.outputs[0]) not in new_params:
-                    new_params[int(op.outputs[0])] = new_params[t]
-                    queue.append(int(op.outputs[0]))
-    old_scales = {t: _qparams(sub.tensors[t]) for t in new_params}
+            if _op_code_name(model, op.opcodeIndex) in SCALE_PRESERVING_OPS and int(op.inputs[0]) == t:
+                out = int(op.outputs[0])
+                if _qparams(sub.tensors[out]) is not None and out not in new_params:
+                    new_params[out] = new_params[t]
+                    queue.append(out)
     for t, (scale, zp) in new_params.items():
         q = sub.tensors[t].quantization
         q.scale = np.asarray([scale], np.float32)
         q.zeroPoint = np.asarray([zp], np.int64)
         q.min = None
         q.max = None
-    # re-quantize the biases of weight ops that read a patched tensor
-    for t in new_params:
-        for i in consumers.get(t, []):
-            op = sub.operators[i]
-            name = _op_code_name(model, op.opcodeIndex)
-            if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
-                continue
-            if int(op.inputs[0]) != t or len(op.inputs) < 3 or op.inputs[2] < 0:
-                continue
-            bias_t = sub.tensors[op.inputs[2]]
-            bias = tensor_values(model, int(op.inputs[2]))
-            bq = _qparams(bias_t)
-            wq = _qparams(sub.tensors[op.inputs[1]])
-            if bias is None or bq is None or wq is None:
-                continue
-            real = bias.astype(np.float64) * bq[0]
-            new_scale = new_params[t][0] * wq[0]
-            new_bias = np.clip(np.round(real / new_scale), -2**31, 2**31 - 1).astype(np.int32)
-            bias_t.quantization.scale = new_scale.astype(np.float32)
-            model.buffers[bias_t.buffer].data = np.frombuffer(new_bias.tobytes(), np.uint8)
-    del old_scales
-    return write_model(model), applied
+        changed_ops.update(i for i in consumers.get(t, []) if int(sub.operators[i].inputs[0]) == t)
+
+    applied_kernel: dict[str, str] = {}
+    for layer, step in (kernel_steps or {}).items():
+        pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/")
+        ops = [i for i, op in enumerate(sub.operators) if _op_code_name(model, op.opcodeIndex) in _WEIGHT_OPS
+               and pattern.search(_tensor_name(sub.tensors[op.outputs[0]]))]
+        if len(ops) != 1:
+            raise ValueError(f"quantized kernel {layer!r}: found {len(ops)} weight ops named '{layer}/' in the file")
+        op = sub.operators[ops[0]]
+        ft = sub.tensors[op.inputs[1]]
+        values, q = tensor_values(model, int(op.inputs[1])), _qparams(ft)
+        if values is None or q is None or ft.type != fb.TensorType.INT8:
+            raise ValueError(f"quantized kernel {layer!r}: filter {_tensor_name(ft)!r} is not a constant int8 tensor")
+        axis = int(ft.quantization.quantizedDimension or 0)
+        step = np.asarray(step, np.float64)
+        if values.shape[axis] != step.size or q[0].size not in (1, step.size):
+            raise ValueError(f"quantized kernel {layer!r}: {step.size} channel steps for a filter of shape "
+                             f"{values.shape} (quantized dimension {axis})")
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        real = values.astype(np.float64) * np.broadcast_to(q[0], step.shape).reshape(shape)
+        codes = np.round(real / step.reshape(shape))
+        err = np.abs(codes * step.reshape(shape) - real)
+        if np.any(np.abs(codes) > 127) or np.any(err > 0.5 * np.broadcast_to(q[0], step.shape).reshape(shape) + 1e-9):
+            raise ValueError(f"quantized kernel {layer!r}: the converted filter is not on the QKeras grid")
+        model.buffers[ft.buffer].data = np.frombuffer(codes.astype(np.int8).tobytes(), np.uint8)
+        ft.quantization.scale = step.astype(np.float32)
+        ft.quantization.zeroPoint = np.zeros(step.size, np.int64)
+        ft.quantization.min = None
+        ft.quantization.max = None
+        changed_ops.add(ops[0])
+        applied_kernel[layer] = _tensor_name(ft)
+
+    for i in sorted(changed_ops):
+        op = sub.operators[i]
+        if _op_code_name(model, op.opcodeIndex) not in _WEIGHT_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
+            continue
+        bias_index = int(op.inputs[2])
+        if bias_index not in real_bias:
+            continue
+        in_q, w_q = _qparams(sub.tensors[op.inputs[0]]), _qparams(sub.tensors[op.inputs[1]])
+        new_scale = np.float64(np.float32(in_q[0][0])) * w_q[0].astype(np.float32).astype(np.float64)
+        codes = np.clip(np.round(real_bias[bias_index] / new_scale), -2**31, 2**31 - 1).astype(np.int32)
+        bias_t = sub.tensors[bias_index]
+        bias_t.quantization.scale = new_scale.astype(np.float32)
+        bias_t.quantization.zeroPoint = np.zeros(new_scale.size, np.int64)
+        model.buffers[bias_t.buffer].data = np.frombuffer(codes.tobytes(), np.uint8)
+    return write_model(model), applied_act, applied_kernel
+
+
+def patch_activation_grids(data: bytes, grids: dict) -> tuple[bytes, dict]:
+    """Only the activation part of :func:`patch_exact_grids`."""
+    out, applied, _ = patch_exact_grids(data, grids, None)
+    return out, applied

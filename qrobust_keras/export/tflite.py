@@ -57,6 +57,7 @@ class ExportInfo:
         folded: layers folded away (BatchNorm -> conv, Rescaling -> first conv).
         activation_grids: quantized ReLUs whose QKeras grid was written into the int8 file ``{layer: tensor}``.
         kernel_levels: ternary/binary layers and their levels per output channel.
+        exact_kernels: quantized kernels stored as their exact integer codes ``{layer: filter tensor}``.
         notes: remarks (e.g. what could not be checked).
     """
 
@@ -78,6 +79,7 @@ class ExportInfo:
     folded: dict = dataclasses.field(default_factory=dict)
     activation_grids: dict = dataclasses.field(default_factory=dict)
     kernel_levels: dict = dataclasses.field(default_factory=dict)
+    exact_kernels: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -102,7 +104,8 @@ class ExportInfo:
                 ("fidelity samples", fmt(self.n_fidelity)), ("argmax agreement", fmt(self.agreement)),
                 ("accuracy Keras / file", f"{fmt(self.accuracy_keras)} / {fmt(self.accuracy_tflite)}"),
                 ("max score difference", fmt(self.max_score_diff)),
-                ("folded layers", fmt(len(self.folded))), ("exact activation grids", fmt(len(self.activation_grids)))]
+                ("folded layers", fmt(len(self.folded))), ("exact activation grids", fmt(len(self.activation_grids))),
+                ("exact kernel grids", fmt(len(self.exact_kernels)))]
         lines = ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
         return "\n".join(lines + [f"\n- {n}" for n in self.notes])
 
@@ -199,9 +202,9 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
         logits: export the pre-softmax logits instead of the softmax scores (useful for score-based attacks on the
             file; int8 softmax outputs saturate at 1/256 steps).
         calibration_samples: how many representative samples calibrate the int8 ranges.
-        exact_activations: write each QKeras ``quantized_relu`` grid into its int8 tensor (see
-            :func:`~qrobust_keras.export.flatbuffer.patch_activation_grids`); False keeps the converter's calibrated
-            ranges with an explicit ReLU clip.
+        exact_activations: write each QKeras ``quantized_relu`` grid into its int8 tensor and store quantized
+            kernels as their exact integer codes (see :func:`~qrobust_keras.export.flatbuffer.patch_exact_grids`);
+            False keeps the converter's calibrated ranges, an explicit ReLU clip and its weight scales.
 
     Returns:
         :class:`ExportInfo` (size, op counts, quantization, fidelity).
@@ -251,11 +254,13 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
     data = convert(clone, rep, int8=int8, calibration_samples=calibration_samples)
     notes: list[str] = []
     applied: dict = {}
-    if int8 and plan.activation_grids:
+    kernels_applied: dict = {}
+    if int8 and (plan.activation_grids or plan.kernel_steps):
         if exact_activations:
-            data, applied = flatbuffer.patch_activation_grids(data, plan.activation_grids)
+            data, applied, kernels_applied = flatbuffer.patch_exact_grids(data, plan.activation_grids,
+                                                                          plan.kernel_steps)
         else:
-            notes.append("activation grids not written (exact_activations=False): int8 ranges calibrated")
+            notes.append("QKeras grids not written (exact_activations=False): int8 ranges calibrated")
     elif not int8 and plan.activation_grids:
         notes.append("float file: quantized ReLUs are clipped ReLUs without the QKeras rounding grid")
     fb_model = flatbuffer.read_model(data)
@@ -275,6 +280,7 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
                       input_scale=runner.input_scale, input_zero_point=runner.input_zero_point,
                       output_scale=runner.output_scale, output_zero_point=runner.output_zero_point,
                       folded=dict(plan.folded), activation_grids=applied, kernel_levels=dict(plan.kernel_levels),
+                      exact_kernels=kernels_applied,
                       notes=notes)
     if fid_x is not None:
         ref = _keras_scores(source, fid_x)
