@@ -42,7 +42,7 @@ def checkpoints(steps: int) -> list[int]:
         if nxt > 1.0:
             break
         p.append(nxt)
-    marks = sorted({int(math.ceil(q * steps)) for q in p[1:]})
+    marks = sorted({int(math.ceil(q * steps - 1e-9)) for q in p[1:]})
     return [w for w in marks if 0 < w < steps]
 
 
@@ -122,7 +122,7 @@ def _build_apgd(model: keras.Model, *, steps: int, norm: str, loss: str, targete
 
 def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf", steps: int = 100,
          step_size: float | None = None, targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
-         batch_size: int = 256, seed: int = 0, verbose: int = 0, return_info: bool = False, loss: str = "ce",
+         batch_size: int = 256, seed: int = 0, verbose: int = 1, return_info: bool = False, loss: str = "ce",
          restarts: int = 1, eot: int = 1, y_true: Any = None):
     """Auto-PGD (Croce & Hein 2020, arXiv 2003.01690) with the cross-entropy (APGD-CE) or DLR loss (APGD-DLR).
 

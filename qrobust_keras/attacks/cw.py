@@ -85,7 +85,7 @@ def _build_cw(model: keras.Model, *, steps: int, search_steps: int, targeted: bo
 
 def cw_l2(model: keras.Model, x: Any, y: Any = None, eps: float | None = None, norm: Any = "2", steps: int = 100,
           step_size: float = 0.01, targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
-          batch_size: int = 256, seed: int = 0, verbose: int = 0, return_info: bool = False,
+          batch_size: int = 256, seed: int = 0, verbose: int = 1, return_info: bool = False,
           binary_search_steps: int = 5, initial_const: float = 0.01, confidence: float = 0.0):
     """Carlini & Wagner L2 attack (arXiv 1608.04644) on the pre-softmax logits z.
 

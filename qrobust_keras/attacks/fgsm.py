@@ -22,7 +22,7 @@ from qrobust_keras.attacks.pgd import check_int, prepare, sign_gradient_attack
 
 def fgsm(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf",
          targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0, batch_size: int = 256,
-         seed: int = 0, verbose: int = 0, return_info: bool = False, eot: int = 1, steps: int = 1,
+         seed: int = 0, verbose: int = 1, return_info: bool = False, eot: int = 1, steps: int = 1,
          step_size: float | None = None):
     """Fast gradient sign method (Goodfellow et al. 2015, arXiv 1412.6572) on the pre-softmax logits.
 

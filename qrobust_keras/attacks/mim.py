@@ -23,7 +23,7 @@ from qrobust_keras.attacks.pgd import check_int, check_positive, prepare, sign_g
 
 def mim(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf", steps: int = 10,
         step_size: float | None = None, targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
-        batch_size: int = 256, seed: int = 0, verbose: int = 0, return_info: bool = False, decay: float = 1.0,
+        batch_size: int = 256, seed: int = 0, verbose: int = 1, return_info: bool = False, decay: float = 1.0,
         eot: int = 1):
     """Momentum iterative method (Dong et al. 2018, arXiv 1710.06081) on the pre-softmax logits.
 

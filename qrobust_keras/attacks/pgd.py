@@ -159,7 +159,7 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
 
 def pgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf", steps: int = 20,
         step_size: float | None = None, targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
-        batch_size: int = 256, seed: int = 0, verbose: int = 0, return_info: bool = False, rand_init: bool = True,
+        batch_size: int = 256, seed: int = 0, verbose: int = 1, return_info: bool = False, rand_init: bool = True,
         restarts: int = 1, eot: int = 1, loss: str = "ce"):
     """Projected gradient descent (Madry et al. 2018, arXiv 1706.06083) on the pre-softmax logits.
 
@@ -211,7 +211,7 @@ def pgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: A
 
 def bim(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf", steps: int = 10,
         step_size: float | None = None, targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
-        batch_size: int = 256, seed: int = 0, verbose: int = 0, return_info: bool = False, eot: int = 1):
+        batch_size: int = 256, seed: int = 0, verbose: int = 1, return_info: bool = False, eot: int = 1):
     """Basic iterative method (Kurakin et al. 2016, arXiv 1607.02533): PGD started from x, no restarts.
 
     Args are those of :func:`pgd`; ``step_size`` defaults to ``eps / 4`` (the paper's ``eps / steps`` with

@@ -1,0 +1,204 @@
+"""Attacks by name, with default parameters per dataset scale (parsed from a table, never ``eval``).
+
+Example:
+
+>>> from qrobust_keras.attacks.registry import attack_kwargs, get_attack
+>>> spec = get_attack("pgd")
+>>> spec.kind
+'white'
+>>> attack_kwargs("pgd", eps=8 / 255, scale="image")["steps"]
+20
+
+Defaults (``eps``-relative entries are multiplied by the eps of the run):
+
+| attack | kind | image (CIFAR-10, 32x32x3) | audio (MFCC 49x10) | quick (smoke runs, CI) |
+|---|---|---|---|---|
+| fgsm | white | one step of eps | same | same |
+| bim | white | 10 steps of eps/4 | 20 steps of eps/8 | 5 steps of eps/2 |
+| pgd | white | 20 steps of eps/4, random start, 1 restart | 40 steps of eps/8 | 10 steps of eps/4 |
+| mim | white | 10 steps of eps/10, decay 1.0 | 20 steps of eps/20 | 5 steps of eps/5 |
+| cw_l2 | white (L2 only) | 5 binary-search steps x 100 Adam steps, lr 0.01, c0 0.01 | same | 3 x 30 |
+| apgd-ce | white | 100 steps (AutoAttack) | 100 steps | 20 steps |
+| apgd-dlr | white | 100 steps (needs >= 3 classes) | 100 steps | 20 steps |
+| square | black | 1,000 queries | 1,000 queries | 200 queries |
+| spsa | black | 100 steps, 128 samples, delta 0.01, lr 0.01 | same | 20 steps, 32 samples |
+| hopskipjump | black | ART defaults (label-only) | same | ART defaults |
+| boundary | black | ART defaults (label-only, untargeted) | same | ART defaults |
+| zoo | black | ART defaults | same | ART defaults |
+
+The image values follow common practice (PGD-20 with eps/4 steps as in Madry et al. 2018 and the baseline table of
+``docs/REFERENCES``; APGD's 100 steps as in AutoAttack). Audio models have fewer, more correlated input dimensions
+(490 MFCCs); smaller relative steps with more iterations are safer there. Any entry can be overridden per attack
+(``evaluate_robustness(..., attack_kwargs={"pgd": {"steps": 50}})``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+SCALES = ("image", "audio", "quick")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rel:
+    """A default proportional to eps: ``Rel(0.25)`` means ``0.25 * eps``."""
+
+    fraction: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One registered attack.
+
+    Attributes:
+        name: registry name (``"apgd-dlr"``).
+        module, function: where the attack function lives (imported lazily).
+        kind: "white" (needs a Keras model and gradients) or "black" (any predict function).
+        norms: norms the attack supports ("inf", "2").
+        fixed: keyword arguments that define the variant (``{"loss": "dlr"}``), not overridable.
+        defaults: per scale, keyword arguments (``Rel`` values are multiplied by eps).
+        takes_eps: False for attacks without a budget argument (then the result is projected by the caller).
+    """
+
+    name: str
+    module: str
+    function: str
+    kind: str
+    norms: tuple[str, ...]
+    fixed: dict = dataclasses.field(default_factory=dict)
+    defaults: dict = dataclasses.field(default_factory=dict)
+    takes_eps: bool = True
+
+    def load(self) -> Callable:
+        """Import and return the attack function (ImportError with a clear message if its module is missing)."""
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as err:
+            raise ImportError(f"attack {self.name!r} is not available: importing {self.module} failed ({err}). "
+                              "ART-based attacks need the optional extra: pip install 'qrobust-keras[blackbox]'") \
+                from err
+        return getattr(module, self.function)
+
+
+def _same(kwargs: dict) -> dict:
+    return {scale: dict(kwargs) for scale in SCALES}
+
+
+_A = "qrobust_keras.attacks."
+_REGISTRY: dict[str, AttackSpec] = {}
+
+
+def _register(spec: AttackSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+_register(AttackSpec("fgsm", _A + "fgsm", "fgsm", "white", ("inf", "2"), defaults=_same({})))
+_register(AttackSpec("bim", _A + "pgd", "bim", "white", ("inf", "2"), defaults={
+    "image": {"steps": 10, "step_size": Rel(1 / 4)},
+    "audio": {"steps": 20, "step_size": Rel(1 / 8)},
+    "quick": {"steps": 5, "step_size": Rel(1 / 2)}}))
+_register(AttackSpec("pgd", _A + "pgd", "pgd", "white", ("inf", "2"), defaults={
+    "image": {"steps": 20, "step_size": Rel(1 / 4), "rand_init": True, "restarts": 1},
+    "audio": {"steps": 40, "step_size": Rel(1 / 8), "rand_init": True, "restarts": 1},
+    "quick": {"steps": 10, "step_size": Rel(1 / 4), "rand_init": True, "restarts": 1}}))
+_register(AttackSpec("mim", _A + "mim", "mim", "white", ("inf", "2"), defaults={
+    "image": {"steps": 10, "step_size": Rel(1 / 10), "decay": 1.0},
+    "audio": {"steps": 20, "step_size": Rel(1 / 20), "decay": 1.0},
+    "quick": {"steps": 5, "step_size": Rel(1 / 5), "decay": 1.0}}))
+_register(AttackSpec("cw_l2", _A + "cw", "cw_l2", "white", ("2",), defaults={
+    "image": {"steps": 100, "binary_search_steps": 5, "step_size": 0.01, "initial_const": 0.01},
+    "audio": {"steps": 100, "binary_search_steps": 5, "step_size": 0.01, "initial_const": 0.01},
+    "quick": {"steps": 30, "binary_search_steps": 3, "step_size": 0.01, "initial_const": 0.01}}))
+for _loss in ("ce", "dlr"):
+    _register(AttackSpec(f"apgd-{_loss}", _A + "apgd", "apgd", "white", ("inf", "2"), fixed={"loss": _loss},
+                         defaults={"image": {"steps": 100}, "audio": {"steps": 100}, "quick": {"steps": 20}}))
+_register(AttackSpec("square", _A + "square", "square", "black", ("inf", "2"), defaults={
+    "image": {"queries": 1000}, "audio": {"queries": 1000}, "quick": {"queries": 200}}))
+_register(AttackSpec("spsa", _A + "spsa", "spsa", "black", ("inf",), defaults={
+    "image": {"steps": 100, "spsa_samples": 128, "delta": 0.01, "step_size": 0.01},
+    "audio": {"steps": 100, "spsa_samples": 128, "delta": 0.01, "step_size": 0.01},
+    "quick": {"steps": 20, "spsa_samples": 32, "delta": 0.01, "step_size": 0.01}}))
+for _name in ("hopskipjump", "boundary", "zoo"):
+    _register(AttackSpec(_name, _A + "art_blackbox", _name, "black", ("inf", "2"), defaults=_same({})))
+
+_ALIASES = {"cw": "cw_l2", "cwl2": "cw_l2", "carlini_wagner_l2": "cw_l2", "apgd": "apgd-ce", "apgd_ce": "apgd-ce",
+            "apgd_dlr": "apgd-dlr", "hsj": "hopskipjump", "hop_skip_jump": "hopskipjump", "ifgsm": "bim",
+            "mifgsm": "mim"}
+
+
+def canonical_name(name: str) -> str:
+    """Registry name for ``name`` or one of its aliases (case-insensitive)."""
+    if not isinstance(name, str):
+        raise TypeError(f"attack names are strings; got {name!r}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown attack {name!r}; accepted: {', '.join(list_attacks())} "
+                         f"(aliases: {', '.join(sorted(_ALIASES))})")
+    return key
+
+
+def get_attack(name: str) -> AttackSpec:
+    """The :class:`AttackSpec` registered under ``name`` (or an alias)."""
+    return _REGISTRY[canonical_name(name)]
+
+
+def list_attacks(kind: str | None = None) -> list[str]:
+    """Registered attack names, optionally only ``kind`` "white" or "black"."""
+    if kind not in (None, "white", "black"):
+        raise ValueError(f"kind must be None, 'white' or 'black'; got kind={kind!r}")
+    return [n for n, s in _REGISTRY.items() if kind is None or s.kind == kind]
+
+
+def available_attacks(kind: str | None = None) -> list[str]:
+    """Registered attacks whose module imports in this environment."""
+    names = []
+    for name in list_attacks(kind):
+        try:
+            _REGISTRY[name].load()
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def attack_kwargs(name: str, eps: float, scale: str = "image", overrides: dict | None = None) -> dict[str, Any]:
+    """Resolved keyword arguments (defaults for ``scale`` with eps-relative values evaluated, then ``overrides``).
+
+    Raises:
+        ValueError: unknown scale, or an override of an argument that defines the variant (e.g. apgd-dlr's loss).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}; got scale={scale!r}")
+    spec = get_attack(name)
+    out = {k: (v.fraction * eps if isinstance(v, Rel) else v) for k, v in spec.defaults.get(scale, {}).items()}
+    for key, value in (overrides or {}).items():
+        if key in spec.fixed and value != spec.fixed[key]:
+            raise ValueError(f"{spec.name} fixes {key}={spec.fixed[key]!r}; got override {key}={value!r} "
+                             f"(use the other registered variant)")
+        out[key] = value.fraction * eps if isinstance(value, Rel) else value
+    out.update(spec.fixed)
+    return out
+
+
+def run_attack(name: str, model: Any, x: Any, y: Any, eps: float, norm: str = "inf", scale: str = "image",
+               overrides: dict | None = None, **common: Any):
+    """Run the attack ``name`` with its defaults; ``common`` are shared arguments (seed, batch_size, verbose...).
+
+    Returns whatever the attack returns (``(x_adv, info)`` when ``return_info=True`` is in ``common``).
+    """
+    spec = get_attack(name)
+    from qrobust_keras.attacks._common import parse_norm
+
+    norm = parse_norm(norm)
+    if norm not in spec.norms:
+        raise ValueError(f"attack {spec.name!r} supports norm {' or '.join(spec.norms)}; got norm={norm!r}")
+    kwargs = attack_kwargs(name, eps, scale, overrides)
+    kwargs.update(common)
+    return spec.load()(model, x, y, eps=eps, norm=norm, **kwargs)
+
+
+__all__ = ["AttackSpec", "Rel", "SCALES", "attack_kwargs", "available_attacks", "canonical_name", "get_attack",
+           "list_attacks", "run_attack"]

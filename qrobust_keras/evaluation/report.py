@@ -1,0 +1,213 @@
+"""RobustnessReport: the result of :func:`~qrobust_keras.evaluation.evaluate_robustness` as a small dataclass.
+
+It renders a markdown table, round-trips through JSON (written atomically) and plots accuracy against eps.
+
+Example:
+
+>>> from qrobust_keras.evaluation import RobustnessReport
+>>> r = RobustnessReport(model="m", n=4, norm="inf", eps=[2 / 255], attacks=["pgd"], clean_accuracy=0.75,
+...                      accuracy={"pgd": [0.25]}, robust_accuracy=[0.25])
+>>> print(r.to_markdown().splitlines()[2])
+| attack | 2/255 |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+
+def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def format_eps(eps: float, norm: str = "inf") -> str:
+    """``8/255`` for L-inf budgets on the 1/255 grid, else a short decimal."""
+    if norm == "inf" and eps > 0 and abs(eps * 510 - round(eps * 510)) < 1e-6:
+        return f"{round(eps * 255, 1):g}/255"
+    return f"{eps:.4g}"
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass
+class RobustnessReport:
+    """Accuracy of a model under attacks at several budgets.
+
+    Attributes:
+        model: model name.
+        n: number of evaluated samples.
+        norm: "inf" or "2".
+        eps: budgets, in input units.
+        attacks: attack names (registry names), in the order run.
+        clean_accuracy: fraction of the n samples classified correctly without attack.
+        accuracy: per attack, per eps: fraction of the n samples that are clean-correct and still correct after
+            the attack (in ``cascade`` mode: after this attack and all attacks before it).
+        robust_accuracy: per eps, the per-sample worst case: a sample counts only if clean-correct and correct
+            after every attack at that eps. Never above any entry of ``accuracy`` at that eps.
+        mean_norm: per attack, per eps: mean perturbation norm (in ``norm``) over the samples the attack fooled
+            (None when it fooled none).
+        queries: per attack, per eps: mean model queries per attacked sample (black-box attacks; None otherwise).
+        seconds: per attack, per eps: wall-clock seconds.
+        total_seconds: wall-clock seconds of the whole evaluation.
+        clean_correct: per sample, clean prediction correct.
+        robust: per eps, per sample, worst-case robust (as in ``robust_accuracy``).
+        settings: seed, scale, batch size, cascade, overrides: what is needed to rerun the evaluation.
+        notes: remarks collected from the attacks (forward mode, EOT, ...).
+        diagnostics: results attached by diagnostic tools (e.g. gradient-masking checks), by name; each value is a
+            JSON-serializable dict, optionally with a ``"flags"`` list of warnings shown in :meth:`to_markdown`.
+    """
+
+    model: str
+    n: int
+    norm: str
+    eps: list[float]
+    attacks: list[str]
+    clean_accuracy: float
+    accuracy: dict[str, list[float]]
+    robust_accuracy: list[float]
+    mean_norm: dict[str, list[float | None]] = dataclasses.field(default_factory=dict)
+    queries: dict[str, list[float | None]] = dataclasses.field(default_factory=dict)
+    seconds: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    total_seconds: float = 0.0
+    clean_correct: list[bool] = dataclasses.field(default_factory=list)
+    robust: list[list[bool]] = dataclasses.field(default_factory=list)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def attach_diagnostics(self, name: str, result: Any) -> None:
+        """Store a diagnostic result (a JSON-serializable dict, optionally with a ``"flags"`` list) under ``name``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"diagnostic name must be a non-empty string; got {name!r}")
+        self.diagnostics[name] = result
+
+    @property
+    def flags(self) -> list[str]:
+        """All warnings raised by attached diagnostics, as ``"name: flag"`` strings."""
+        out = []
+        for name, result in self.diagnostics.items():
+            if isinstance(result, dict):
+                out += [f"{name}: {flag}" for flag in result.get("flags", []) or []]
+        return out
+
+    def worst_case(self, eps: float) -> float:
+        """Robust accuracy (worst case over attacks) at budget ``eps`` (must be one of ``self.eps``)."""
+        for i, e in enumerate(self.eps):
+            if math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12):
+                return self.robust_accuracy[i]
+        raise ValueError(f"eps={eps!r} was not evaluated; evaluated: {self.eps}")
+
+    def to_markdown(self) -> str:
+        """A markdown summary: accuracy table (attacks x eps, worst case last) and per-run details."""
+        cols = [format_eps(e, self.norm) for e in self.eps]
+        norm_name = "L-inf" if self.norm == "inf" else "L2"
+        lines = [f"Robustness of `{self.model}` on {self.n} samples, {norm_name}; clean accuracy "
+                 f"{100 * self.clean_accuracy:.1f}%.", "",
+                 "| attack | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for name in self.attacks:
+            lines.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}%" for a in self.accuracy[name]) + " |")
+        lines.append("| **worst case** | " + " | ".join(f"**{100 * a:.1f}%**" for a in self.robust_accuracy) + " |")
+        if self.settings.get("cascade"):
+            lines += ["", "Cascade mode: each attack ran only on the samples that survived the previous ones, so "
+                      "each row is the cumulative robust accuracy after that attack."]
+        lines += ["", "| attack | eps | accuracy | mean norm of successful perturbations | queries/sample | seconds |",
+                  "|---|---|---|---|---|---|"]
+        for name in self.attacks:
+            for i, e in enumerate(self.eps):
+                norm = (self.mean_norm.get(name) or [None] * len(self.eps))[i]
+                queries = (self.queries.get(name) or [None] * len(self.eps))[i]
+                secs = (self.seconds.get(name) or [float("nan")] * len(self.eps))[i]
+                lines.append(f"| {name} | {cols[i]} | {100 * self.accuracy[name][i]:.1f}% | "
+                             f"{'-' if norm is None else f'{norm:.4g}'} | "
+                             f"{'-' if queries is None else f'{queries:.0f}'} | {secs:.1f} |")
+        lines.append("")
+        lines.append(f"Total {self.total_seconds:.1f} s.")
+        if self.notes:
+            lines += ["", "Notes:"] + [f"- {note}" for note in self.notes]
+        if self.diagnostics:
+            lines += ["", "Diagnostics:"]
+            for name, result in self.diagnostics.items():
+                if isinstance(result, dict):
+                    shown = ", ".join(f"{k}={v}" for k, v in result.items() if k != "flags")
+                    lines.append(f"- {name}: {shown}")
+                    lines += [f"  - WARNING: {flag}" for flag in result.get("flags", []) or []]
+                else:
+                    lines.append(f"- {name}: {result}")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (NaN becomes None)."""
+        return _nan_to_none(dataclasses.asdict(self))
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the report as JSON, atomically (temporary file + ``os.replace``)."""
+        data = json.dumps(self.to_dict(), indent=1, allow_nan=False).encode("utf-8")
+        _atomic_write_bytes(path, data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RobustnessReport":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"not a RobustnessReport: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "RobustnessReport":
+        """Read a report written by :meth:`to_json`."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
+        """Save accuracy vs eps as PNG (one line per attack, the worst case in bold black, clean dashed).
+
+        Uses matplotlib's Agg canvas directly (no global backend switch); written atomically.
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4), dpi=120)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        xs = [e * 255 if self.norm == "inf" else e for e in self.eps]
+        for name in self.attacks:
+            ax.plot(xs, [100 * a for a in self.accuracy[name]], marker="o", linewidth=1.2, label=name)
+        ax.plot(xs, [100 * a for a in self.robust_accuracy], marker="s", color="black", linewidth=2.5,
+                label="worst case")
+        ax.axhline(100 * self.clean_accuracy, color="gray", linestyle="--", linewidth=1, label="clean")
+        ax.set_xlabel("eps (x 1/255)" if self.norm == "inf" else "eps (L2)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.set_title(title or f"{self.model}: accuracy under attack ({'L-inf' if self.norm == 'inf' else 'L2'})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        _atomic_write_bytes(path, buf.getvalue())

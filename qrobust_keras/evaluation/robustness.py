@@ -1,0 +1,235 @@
+"""evaluate_robustness: run several attacks at several budgets and report per-attack and worst-case accuracy.
+
+Example:
+
+>>> import numpy as np
+>>> from qrobust_keras._keras import keras
+>>> from qrobust_keras.evaluation import evaluate_robustness
+>>> model = keras.Sequential([keras.layers.Flatten(input_shape=(4, 4, 1)), keras.layers.Dense(3)])
+>>> x = np.random.default_rng(0).uniform(size=(16, 4, 4, 1)).astype("float32")
+>>> y = model.predict(x, verbose=0).argmax(1)
+>>> report = evaluate_robustness(model, x, y, attacks=["fgsm", "pgd"], eps=[2 / 255, 8 / 255], verbose=0)
+>>> report.robust_accuracy[1] <= min(report.accuracy["fgsm"][1], report.accuracy["pgd"][1])
+True
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from qrobust_keras.attacks import registry
+from qrobust_keras.attacks._common import as_predict_fn, check_attack_inputs, parse_norm, perturbation_norms
+from qrobust_keras.evaluation.report import RobustnessReport, format_eps
+
+DEFAULT_WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr")
+
+Diagnostic = Callable[[Any, np.ndarray, np.ndarray, RobustnessReport], Any]
+
+
+def _is_keras_model(model: Any) -> bool:
+    from qrobust_keras._keras import keras
+
+    return isinstance(model, keras.Model)
+
+
+def evaluate_robustness(
+    model: Any,
+    x: Any,
+    y: Any,
+    attacks: Sequence[str] = DEFAULT_WHITE_BOX,
+    eps: Sequence[float] | float = (2 / 255, 8 / 255),
+    n: int | None = None,
+    norm: Any = "inf",
+    seed: int = 0,
+    batch_size: int | None = None,
+    verbose: int = 1,
+    attack_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    scale: str = "image",
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    cascade: bool = False,
+    diagnostics: Mapping[str, Diagnostic] | None = None,
+    model_name: str | None = None,
+) -> RobustnessReport:
+    """Accuracy of ``model`` under each attack at each eps, and the per-sample worst case over all attacks.
+
+    Only clean-correct samples are attacked; a sample counts as robust at eps when it is clean-correct and every
+    attack at that eps leaves it correctly classified ("robust accuracy", as in AutoAttack, Croce & Hein 2020,
+    arXiv 2003.01690). Every adversarial example is re-scored here with the model's inference-mode predictions (the
+    attacks' own success claims are not trusted), and its perturbation is checked against eps.
+
+    Args:
+        model: a Keras classifier (all attacks), or a predict function / object with ``predict`` returning scores
+            (black-box attacks only: white-box attacks are refused with a TypeError).
+        x: inputs in [clip_min, clip_max], shape (N, ...).
+        y: true labels (N,) or one-hot.
+        attacks: registry names (see :mod:`qrobust_keras.attacks.registry`), e.g. ``["fgsm", "pgd", "square"]``.
+        eps: budgets in input units (L-inf: [0, 1] for images, e.g. ``[2/255, 8/255]``; L2: Euclidean).
+        n: evaluate only the first n samples (None: all).
+        norm: "inf" or "2" for every attack.
+        seed: seed passed to every attack (results are reproducible).
+        batch_size: passed to every attack and used for clean predictions (None: each attack's default; 256 for
+            predictions).
+        verbose: 0 silent; 1 one progress bar over (attack, eps) runs; 2 also the attacks' own bars.
+        attack_kwargs: per-attack overrides of the registry defaults, e.g. ``{"pgd": {"steps": 50}}``.
+        scale: default table to use: "image", "audio" or "quick" (see the registry).
+        clip_min, clip_max: valid input range.
+        cascade: run each attack only on the samples that survived the previous ones at that eps (faster, same
+            worst case; per-attack rows become cumulative).
+        diagnostics: optional ``{name: fn(model, x, y, report) -> dict}`` run at the end; results are attached to
+            ``report.diagnostics[name]`` (the hook for gradient-masking checks).
+        model_name: name shown in the report (default: the model's name).
+
+    Returns:
+        A :class:`RobustnessReport`.
+
+    Raises:
+        ValueError: bad attack names, eps, norm, n, labels or inputs.
+        TypeError: a white-box attack with a model that has no gradients.
+        RuntimeError: an attack returned a perturbation outside the eps-ball or the clip range.
+    """
+    norm = parse_norm(norm)
+    if isinstance(attacks, str):
+        attacks = [attacks]
+    if not attacks:
+        raise ValueError("attacks must name at least one attack; got an empty list")
+    names = [registry.canonical_name(a) for a in attacks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks contains duplicates: {list(attacks)}")
+    eps_list = [eps] if isinstance(eps, (int, float, np.floating, np.integer)) else list(eps)
+    if not eps_list:
+        raise ValueError("eps must hold at least one budget; got an empty list")
+    overrides = {registry.canonical_name(k): dict(v) for k, v in (attack_kwargs or {}).items()}
+    unused = set(overrides) - set(names)
+    if unused:
+        raise ValueError(f"attack_kwargs names attacks that are not run: {sorted(unused)}; attacks: {names}")
+    if scale not in registry.SCALES:
+        raise ValueError(f"scale must be one of {registry.SCALES}; got scale={scale!r}")
+    for name in names:
+        spec = registry.get_attack(name)
+        if norm not in spec.norms:
+            raise ValueError(f"attack {name!r} supports norm {' or '.join(spec.norms)}; got norm={norm!r}")
+    keras_model = _is_keras_model(model)
+    if not keras_model:
+        white = [a for a in names if registry.get_attack(a).kind == "white"]
+        if white:
+            raise TypeError(f"white-box attacks {white} need a Keras model with gradients; got "
+                            f"{type(model).__name__}. With a predict function use black-box attacks: "
+                            f"{registry.list_attacks('black')}")
+    x_all = np.asarray(x)
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer or None; got n={n!r}")
+        if n > len(x_all):
+            raise ValueError(f"n={n} exceeds the {len(x_all)} samples given")
+        x_all, y = x_all[:n], np.asarray(y)[:n]
+    for e in eps_list:
+        x_all, labels, _ = check_attack_inputs(x_all, y, e, norm, clip_min, clip_max)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None; got batch_size={batch_size!r}")
+
+    start_all = time.perf_counter()
+    predict = as_predict_fn(model, batch_size or 256)
+    scores = predict(x_all)
+    if keras_model:
+        from qrobust_keras.attacks._common import as_int_labels
+
+        labels = as_int_labels(labels, len(x_all), scores.shape[1])
+    clean_correct = scores.argmax(axis=1) == labels
+    count = len(x_all)
+
+    accuracy = {a: [] for a in names}
+    mean_norm: dict[str, list] = {a: [] for a in names}
+    queries: dict[str, list] = {a: [] for a in names}
+    seconds: dict[str, list] = {a: [] for a in names}
+    robust_masks, robust_acc = [], []
+    notes: dict[str, list[str]] = {}
+    common: dict[str, Any] = {"seed": seed, "verbose": 1 if verbose >= 2 else 0, "return_info": True}
+    if batch_size is not None:
+        common["batch_size"] = int(batch_size)
+    if clip_min != 0.0 or clip_max != 1.0:
+        common.update(clip_min=clip_min, clip_max=clip_max)
+    bar = None
+    if verbose == 1:
+        from qrobust_keras._keras import keras
+
+        bar = keras.utils.Progbar(len(names) * len(eps_list), unit_name="attack run")
+    done = 0
+    for e in eps_list:
+        robust = clean_correct.copy()
+        for name in names:
+            attacked = np.flatnonzero(robust if cascade else clean_correct)
+            survived = np.zeros(count, bool)
+            t0 = time.perf_counter()
+            q_mean = None
+            norms = np.zeros(0)
+            if e == 0 or attacked.size == 0:
+                survived[attacked] = True
+            else:
+                x_adv, info = registry.run_attack(name, model, x_all[attacked], labels[attacked], e, norm=norm,
+                                                  scale=scale, overrides=overrides.get(name), **common)
+                _check_bounds(name, x_all[attacked], x_adv, e, norm, clip_min, clip_max)
+                survived[attacked] = predict(x_adv).argmax(axis=1) == labels[attacked]
+                norms = perturbation_norms(x_all[attacked], x_adv, norm)[~survived[attacked]]
+                if getattr(info, "queries", None) is not None:
+                    q_mean = float(np.mean(info.queries))
+                for note in getattr(info, "notes", []) or []:
+                    notes.setdefault(note, [])
+                    if name not in notes[note]:
+                        notes[note].append(name)
+            seconds[name].append(time.perf_counter() - t0)
+            robust &= survived
+            accuracy[name].append(float(np.sum(robust if cascade else survived)) / count)
+            mean_norm[name].append(float(norms.mean()) if norms.size else None)
+            queries[name].append(q_mean)
+            done += 1
+            if bar is not None:
+                bar.update(done, values=[("worst", float(robust.sum()) / count)])
+        robust_masks.append(robust.tolist())
+        robust_acc.append(float(robust.sum()) / count)
+
+    report = RobustnessReport(
+        model=model_name or getattr(model, "name", None) or type(model).__name__,
+        n=count, norm=norm, eps=[float(e) for e in eps_list], attacks=names,
+        clean_accuracy=float(clean_correct.mean()), accuracy=accuracy, robust_accuracy=robust_acc,
+        mean_norm=mean_norm, queries=queries, seconds=seconds, total_seconds=0.0,
+        clean_correct=clean_correct.tolist(), robust=robust_masks,
+        settings={"seed": seed, "scale": scale, "batch_size": batch_size, "cascade": bool(cascade),
+                  "clip_min": clip_min, "clip_max": clip_max,
+                  "attack_kwargs": {k: _jsonable(v) for k, v in overrides.items()},
+                  "eps_labels": [format_eps(e, norm) for e in eps_list]},
+        notes=[f"{', '.join(attacks_)}: {note}" for note, attacks_ in notes.items()])
+    for name, fn in (diagnostics or {}).items():
+        report.attach_diagnostics(name, fn(model, x_all, labels, report))
+    report.total_seconds = time.perf_counter() - start_all
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def _check_bounds(name: str, x: np.ndarray, x_adv: np.ndarray, eps: float, norm: str, clip_min: float,
+                  clip_max: float) -> None:
+    """Refuse results outside the threat model (an honest evaluation never silently accepts them)."""
+    x_adv = np.asarray(x_adv)
+    if x_adv.shape != x.shape:
+        raise RuntimeError(f"attack {name!r} returned shape {x_adv.shape} for inputs of shape {x.shape}")
+    worst = float(perturbation_norms(x, x_adv, norm).max())
+    if worst > eps * (1 + 1e-6) + 1e-12 or not math.isfinite(worst):
+        raise RuntimeError(f"attack {name!r} returned a perturbation of norm {worst:g} > eps={eps:g}")
+    if float(x_adv.min()) < clip_min or float(x_adv.max()) > clip_max:
+        raise RuntimeError(f"attack {name!r} returned values outside [{clip_min}, {clip_max}]")
