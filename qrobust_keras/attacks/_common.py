@@ -148,18 +148,30 @@ def project(x: np.ndarray, x_adv: np.ndarray, eps: float, norm: str = "inf") -> 
     return (x.astype(np.float64) + delta).astype(np.float32)
 
 
+def float32_inside(clip_min: float, clip_max: float) -> tuple[np.float32, np.float32]:
+    """The float32 range closest to [clip_min, clip_max] that lies inside it (float32(0.8) > 0.8, for one)."""
+    lo, hi = np.float32(clip_min), np.float32(clip_max)
+    if float(lo) < clip_min:
+        lo = np.nextafter(lo, np.float32(np.inf))
+    if float(hi) > clip_max:
+        hi = np.nextafter(hi, np.float32(-np.inf))
+    return lo, hi
+
+
 def enforce_constraints(
     x: np.ndarray, x_adv: np.ndarray, eps: float, norm: str = "inf", clip_min: float = 0.0, clip_max: float = 1.0
 ) -> np.ndarray:
     """Return ``x_adv`` projected on the eps-ball and clipped, satisfying both bounds exactly in float32.
 
     Guarantees ``||x_adv - x|| <= eps`` (computed in float64 from the float32 arrays) and
-    ``clip_min <= x_adv <= clip_max``. Non-finite entries of ``x_adv`` are replaced by ``x``.
+    ``clip_min <= x_adv <= clip_max`` (also in float64: bounds like 0.8 that float32 cannot hold are rounded
+    inwards). Non-finite entries of ``x_adv`` are replaced by ``x``.
     """
     norm = parse_norm(norm)
     x = np.asarray(x, np.float32)
     x_adv = np.asarray(x_adv, np.float32)
     x_adv = np.where(np.isfinite(x_adv), x_adv, x)
+    clip_min, clip_max = float32_inside(clip_min, clip_max)
     if norm == "inf":
         # Bounds from the exact float64 value x - eps, rounded to float32: at most half an ulp (of the bound's own
         # magnitude) outside, which one nextafter step repairs. (Subtracting in float32 can land on 0 or a
