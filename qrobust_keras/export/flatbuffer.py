@@ -211,8 +211,8 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         data: int8 flatbuffer bytes.
         activation_grids: ``{activation layer name: (step, levels)}``; a tensor belongs to a layer when its name
             contains ``<layer>/Relu`` (the converter's naming of fused ops).
-        kernel_steps: ``{weight layer name: per-output-channel step}``; the op is found by ``<layer>/`` in its
-            output tensor's name.
+        kernel_steps: ``{weight layer name: per-output-channel step}``; the op is found by ``<layer>/`` in the name
+            of its output, filter or bias tensor (the model's final output tensor is renamed by the converter).
 
     Returns:
         ``(patched bytes, {activation layer: tensor name}, {weight layer: filter tensor name})``.
@@ -271,7 +271,8 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
     for layer, step in (kernel_steps or {}).items():
         pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/")
         ops = [i for i, op in enumerate(sub.operators) if _op_code_name(model, op.opcodeIndex) in _WEIGHT_OPS
-               and pattern.search(_tensor_name(sub.tensors[op.outputs[0]]))]
+               and any(pattern.search(_tensor_name(sub.tensors[t]))
+                       for t in [op.outputs[0], *[t for t in op.inputs[1:] if t >= 0]])]
         if len(ops) != 1:
             raise ValueError(f"quantized kernel {layer!r}: found {len(ops)} weight ops named '{layer}/' in the file")
         op = sub.operators[ops[0]]
@@ -289,7 +290,7 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         real = values.astype(np.float64) * np.broadcast_to(q[0], step.shape).reshape(shape)
         codes = np.round(real / step.reshape(shape))
         err = np.abs(codes * step.reshape(shape) - real)
-        if np.any(np.abs(codes) > 127) or np.any(err > 0.5 * np.broadcast_to(q[0], step.shape).reshape(shape) + 1e-9):
+        if np.any(np.abs(codes) > 127) or np.any(err > 0.501 * np.broadcast_to(q[0], step.shape).reshape(shape)):
             raise ValueError(f"quantized kernel {layer!r}: the converted filter is not on the QKeras grid")
         model.buffers[ft.buffer].data = np.frombuffer(codes.astype(np.int8).tobytes(), np.uint8)
         ft.quantization.scale = step.astype(np.float32)

@@ -1,0 +1,97 @@
+"""Fixtures of the export tests: small (Q)Keras models per policy, and ResNet-8s trained briefly on real CIFAR-10."""
+
+import numpy as np
+import pytest
+
+import qrobust_keras as qrk
+from qrobust_keras._keras import keras
+from qrobust_keras.quantization import QuantPolicy
+from qrobust_keras.quantization import layers as qlayers
+
+POLICIES = {
+    "float": QuantPolicy(),
+    "int4": QuantPolicy(kernel="int4", activation="int4"),
+    "ternary": QuantPolicy(kernel="ternary", activation="int4"),
+    "binary": QuantPolicy(kernel="binary"),
+    "stochastic_ternary": QuantPolicy(kernel="stochastic_ternary"),
+}
+
+
+def tiny_model(policy, seed: int = 0) -> keras.Model:
+    """conv-BN-act, depthwise-BN-act, 1x1 conv-BN + residual add, act, global pool, dense, softmax on 12x12x3."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((12, 12, 3), name="input")
+    x = qlayers.conv2d(8, 3, padding="same", name="conv_1", policy=policy)(inputs)
+    x = qlayers.batch_norm(name="bn_1", policy=policy)(x)
+    x = qlayers.activation(name="relu_1", policy=policy)(x)
+    y = qlayers.depthwise_conv2d(3, padding="same", name="dw", policy=policy)(x)
+    y = qlayers.batch_norm(name="dw_bn", policy=policy)(y)
+    y = qlayers.activation(name="dw_relu", policy=policy)(y)
+    y = qlayers.conv2d(8, 1, name="pw", policy=policy)(y)
+    y = qlayers.batch_norm(name="pw_bn", policy=policy)(y)
+    x = keras.layers.Add(name="add")([x, y])
+    x = qlayers.activation(name="relu_2", policy=policy)(x)
+    x = keras.layers.AveragePooling2D(12, name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = qlayers.dense(5, name="logits", policy=policy)(x)
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="softmax")(x), name="tiny")
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # non-trivial BatchNorm statistics so that folding is exercised
+        if "bn" in layer.name:
+            c = layer.moving_mean.shape[-1]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.uniform(-0.3, 0.3, c), rng.uniform(-0.3, 0.3, c),
+                               rng.uniform(0.3, 2.0, c)])
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs():
+    """256 random images on the 1/255 grid (what a camera delivers), [0, 1]."""
+    rng = np.random.default_rng(1)
+    return (rng.integers(0, 256, size=(256, 12, 12, 3)) / 255.0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def cifar_small(shared_data):
+    """3,000 CIFAR-10 training JPEGs (lossy, fine for training) and the 1,017 exact test images, in [0, 1]."""
+    paths, _, _ = qrk.data.list_image_folder(shared_data / "cifar10-jpeg" / "train")
+    rng = np.random.default_rng(0)
+    pick = sorted(rng.choice(len(paths), 3000, replace=False))
+    x_train, y_train, _ = qrk.data.load_image_folder(shared_data / "cifar10-jpeg" / "train",
+                                                     paths=[paths[i] for i in pick])
+    x_test, y_test = qrk.data.read_pickle_batch(shared_data / "cifar10" / "cifar-10-batches-py" / "test_batch")
+    return (x_train.astype(np.float32) / 255, y_train), (x_test.astype(np.float32) / 255, y_test)
+
+
+_TRAINED: dict = {}
+
+
+def trained_resnet8(policy_name: str, cifar_small) -> keras.Model:
+    """A ResNet-8 trained 3 epochs on 3,000 CIFAR-10 images (cached for the session), so it is not random."""
+    if policy_name not in _TRAINED:
+        (x, y), _ = cifar_small
+        keras.utils.set_random_seed(0)
+        model = qrk.models.resnet8(policy=policy_name)
+        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+        _TRAINED[policy_name] = model
+    return _TRAINED[policy_name]
+
+
+@pytest.fixture(scope="session")
+def resnet8_int4(cifar_small):
+    return trained_resnet8("int4", cifar_small)
+
+
+@pytest.fixture(scope="session")
+def resnet8_stochastic_ternary(cifar_small):
+    return trained_resnet8("stochastic_ternary", cifar_small)
+
+
+@pytest.fixture(scope="session")
+def exported_int4(resnet8_int4, cifar_small, tmp_path_factory):
+    """The trained int4 ResNet-8 exported to int8, with its info; fidelity on the 1,017 exact test images."""
+    (x_train, _), (x_test, y_test) = cifar_small
+    path = tmp_path_factory.mktemp("export") / "resnet8_int4.tflite"
+    info = qrk.export.export_tflite(resnet8_int4, path, x_train[:300], fidelity_data=(x_test, y_test))
+    return path, info

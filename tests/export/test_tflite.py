@@ -1,0 +1,203 @@
+"""Tests of qrobust_keras/export/tflite.py (with clone.py and flatbuffer.py): int8 export, whitelist, fidelity."""
+
+import os
+
+import numpy as np
+import pytest
+
+import qrobust_keras as qrk
+from qrobust_keras.export import ExportError, TFLiteModel, export_tflite, flatbuffer
+from qrobust_keras.export.clone import UnsupportedLayerError, plain_clone
+from qrobust_keras.models import logits_model
+from qrobust_keras.quantization import QuantPolicy
+
+from .conftest import POLICIES, tiny_model
+
+
+def _filters(path):
+    """{output tensor name: (int8 filter codes, quantized dimension)} of every CONV/DEPTHWISE/FC op."""
+    model = flatbuffer.read_model(open(path, "rb").read())
+    sub = model.subgraphs[0]
+    out = {}
+    for _, i, name in flatbuffer.op_names(model):
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            op = sub.operators[i]
+            t = sub.tensors[op.inputs[1]]
+            key = (t.name.decode() if isinstance(t.name, bytes) else t.name)
+            out[key] = (flatbuffer.tensor_values(model, int(op.inputs[1])), int(t.quantization.quantizedDimension))
+    return out
+
+
+@pytest.mark.parametrize("policy_name", list(POLICIES))
+def test_export_every_policy_is_integer_only_and_matches(policy_name, tiny_inputs, tmp_path):
+    model = tiny_model(POLICIES[policy_name])
+    path = tmp_path / f"{policy_name}.tflite"
+    info = export_tflite(model, path, tiny_inputs[:128], fidelity_data=tiny_inputs[128:], logits=True)
+    data = path.read_bytes()
+    assert info.size_bytes == len(data) and data[4:8] == b"TFL3"
+    fb = flatbuffer.read_model(data)
+    assert flatbuffer.check_int8_ops(fb) == []
+    assert set(info.op_counts) <= flatbuffer.TFLM_INT8_OPS
+    assert "QUANTIZE" not in info.op_counts and "DEQUANTIZE" not in info.op_counts
+    assert info.op_counts["CONV_2D"] == 2 and info.op_counts["DEPTHWISE_CONV_2D"] == 1
+    assert info.input_dtype == "int8" and info.output_dtype == "int8"
+    assert abs(info.input_scale - 1 / 255) < 1e-6 and info.input_zero_point == -128
+    assert len(info.folded) == 3  # every BatchNorm went into its convolution
+    # logits of the file vs the Keras model on held-out inputs
+    ref = logits_model(model)(tiny_inputs[128:], training=False).numpy()
+    got = TFLiteModel(path).predict(tiny_inputs[128:])
+    spread = ref.max() - ref.min()
+    assert np.abs(got - ref).max() < 0.1 * spread, policy_name
+    assert info.agreement >= 0.9, (policy_name, info.agreement)
+    if POLICIES[policy_name].activation == "int4":
+        assert set(info.activation_grids) == {"relu_1", "dw_relu", "relu_2"}
+
+
+@pytest.mark.parametrize("policy_name,levels", [("ternary", 3), ("stochastic_ternary", 3), ("binary", 2)])
+def test_ternary_and_binary_kernels_keep_their_levels_in_the_file(policy_name, levels, tiny_inputs, tmp_path):
+    model = tiny_model(POLICIES[policy_name])
+    path = tmp_path / "m.tflite"
+    info = export_tflite(model, path, tiny_inputs[:64])
+    assert set(info.kernel_levels) == {"conv_1", "dw", "pw", "logits"}
+    filters = _filters(path)
+    assert len(filters) == 4
+    for name, (codes, axis) in filters.items():
+        moved = np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1)
+        for row in moved:
+            distinct = np.unique(row)
+            if levels == 3:
+                assert len(distinct) <= 3 and set(np.abs(distinct)) <= {0, int(np.abs(distinct).max())}, name
+            else:
+                assert len(distinct) == 2 and distinct[0] == -distinct[1], name
+        n_levels = [len(np.unique(row)) for row in moved]
+        assert max(n_levels) == levels, name
+
+
+def test_int4_kernels_are_stored_as_exact_codes(tiny_inputs, tmp_path):
+    model = tiny_model(POLICIES["int4"])
+    info = export_tflite(model, tmp_path / "m.tflite", tiny_inputs[:64])
+    assert set(info.exact_kernels) == {"conv_1", "dw", "pw", "logits"}
+    for codes, _ in _filters(tmp_path / "m.tflite").values():
+        assert np.abs(codes).max() <= 7  # 4-bit symmetric grid: codes -7..7
+
+
+def test_float_export(tiny_inputs, tmp_path):
+    model = tiny_model(POLICIES["float"])
+    info = export_tflite(model, tmp_path / "f.tflite", tiny_inputs[:64], int8=False)
+    assert not info.int8 and info.input_dtype == "float32" and info.output_dtype == "float32"
+    fb = flatbuffer.read_model((tmp_path / "f.tflite").read_bytes())
+    assert flatbuffer.check_int8_ops(fb)  # float tensors everywhere: not an int8 graph
+    got = TFLiteModel(tmp_path / "f.tflite").predict(tiny_inputs)
+    np.testing.assert_allclose(got, model(tiny_inputs).numpy(), atol=1e-5)
+    assert info.agreement == 1.0
+
+
+def test_exact_grids_beat_calibrated_ranges(tiny_inputs, tmp_path):
+    """With the QKeras grids written into the file, the int8 logits are closer to QKeras than with calibration."""
+    model = tiny_model(POLICIES["int4"], seed=3)
+    exact = export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:128], fidelity_data=tiny_inputs[128:],
+                          logits=True)
+    calibrated = export_tflite(model, tmp_path / "b.tflite", tiny_inputs[:128], fidelity_data=tiny_inputs[128:],
+                               logits=True, exact_activations=False)
+    assert "MINIMUM" in calibrated.op_counts and "MINIMUM" not in exact.op_counts
+    ref = logits_model(model)(tiny_inputs[128:]).numpy()
+    err_exact = np.abs(TFLiteModel(tmp_path / "a.tflite").predict(tiny_inputs[128:]) - ref).mean()
+    err_cal = np.abs(TFLiteModel(tmp_path / "b.tflite").predict(tiny_inputs[128:]) - ref).mean()
+    assert err_exact < err_cal
+
+
+def test_first_quantized_relu_is_bit_exact(tiny_inputs, tmp_path):
+    """conv_1 + relu_1 of an int4 model: the file's int8 activation equals QKeras' quantized_relu output exactly
+    (up to rounding ties, at most a handful of elements)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from qrobust_keras._keras import keras
+
+    model = tiny_model(POLICIES["int4"])
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, tiny_inputs[:64])
+    interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    tfl = TFLiteModel(path)
+    x = tiny_inputs[:4]
+    interp.resize_tensor_input(0, [4, 12, 12, 3])
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], tfl.quantize_input(x))
+    interp.invoke()
+    detail = [d for d in interp.get_tensor_details() if "relu_1/Relu" in d["name"] and len(d["shape"]) == 4][0]
+    scale, zp = detail["quantization"]
+    assert scale == 0.25 and zp == 127 - 15
+    got = (interp.get_tensor(detail["index"]).astype(np.float64) - zp) * scale
+    ref = keras.Model(model.input, model.get_layer("relu_1").output)(x).numpy()
+    assert np.mean(got != ref) < 0.002
+
+
+def test_refuses_to_overwrite_and_writes_atomically(tiny_inputs, tmp_path):
+    model = tiny_model(POLICIES["float"])
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_tflite(model, path, tiny_inputs[:16])
+    assert path.read_bytes() == b"keep me"
+    export_tflite(model, path, tiny_inputs[:16], overwrite=True)
+    assert path.read_bytes()[4:8] == b"TFL3"
+    assert os.listdir(tmp_path) == ["m.tflite"]  # no temporary file left behind
+
+
+def test_bad_arguments_give_clear_errors(tiny_inputs, tmp_path):
+    model = tiny_model(POLICIES["float"])
+    with pytest.raises(ValueError, match="representative_data is required"):
+        export_tflite(model, tmp_path / "a.tflite", None)
+    with pytest.raises(ValueError, match=r"representative_data must be a batch .* shape \(n, 12, 12, 3\)"):
+        export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:, :8])
+    with pytest.raises(ValueError, match="labels must have one entry per fidelity sample"):
+        export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:16], labels=[0, 1])
+
+
+def test_ternary_activations_are_refused_with_a_clear_error(tiny_inputs, tmp_path):
+    model = tiny_model(QuantPolicy(kernel="ternary", activation="ternary"))
+    with pytest.raises(UnsupportedLayerError, match="relu_1.*no exact int8 TFLite equivalent"):
+        export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:16])
+    assert not (tmp_path / "a.tflite").exists()
+
+
+def test_plain_clone_equals_qkeras_model_without_activation_quantizers(tiny_inputs):
+    """Weights-only quantization: the clone (quantized weights copied, BN folded) computes the QKeras function."""
+    model = tiny_model(POLICIES["stochastic_ternary"])
+    clone, plan = plain_clone(model)
+    assert all(type(layer).__module__.startswith("tf_keras") for layer in clone.layers)
+    assert plan.replaced["conv_1"] == "QConv2D -> Conv2D"
+    np.testing.assert_allclose(clone(tiny_inputs).numpy(), model(tiny_inputs, training=False).numpy(), atol=2e-5)
+
+
+def test_float_activation_export_fidelity_is_checked(tiny_inputs, tmp_path):
+    info = export_tflite(tiny_model(POLICIES["binary"]), tmp_path / "m.tflite", tiny_inputs[:64], labels=None)
+    assert info.accuracy_keras is None and info.n_fidelity == 64
+
+
+def test_whitelist_rejects_float_ops(tiny_inputs, tmp_path):
+    """A float file fails the int8 check by name: every op reads float tensors."""
+    export_tflite(tiny_model(POLICIES["float"]), tmp_path / "f.tflite", tiny_inputs[:16], int8=False)
+    problems = flatbuffer.check_int8_ops(flatbuffer.read_model((tmp_path / "f.tflite").read_bytes()))
+    assert any("CONV_2D has the float input tensor" in p for p in problems)
+    assert issubclass(ExportError, RuntimeError)
+
+
+# -- real data: the fidelity goal -------------------------------------------------------------------------------------
+
+def test_int4_resnet8_fidelity_on_cifar10(exported_int4, resnet8_int4, cifar_small):
+    path, info = exported_int4
+    assert info.n_fidelity == 1017
+    assert info.accuracy_keras > 0.25  # trained, not random (10 classes)
+    assert info.agreement >= 0.95, info.to_markdown()
+    assert abs(info.accuracy_tflite - info.accuracy_keras) <= 0.03
+    assert len(info.activation_grids) == 7 and len(info.exact_kernels) == 10 and len(info.folded) == 7
+    assert set(info.op_counts) == {"CONV_2D", "ADD", "MEAN", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
+
+
+def test_stochastic_ternary_resnet8_fidelity_on_cifar10(resnet8_stochastic_ternary, cifar_small, tmp_path):
+    (x_train, _), (x_test, y_test) = cifar_small
+    info = export_tflite(resnet8_stochastic_ternary, tmp_path / "st.tflite", x_train[:300],
+                         fidelity_data=(x_test, y_test))
+    assert info.accuracy_keras > 0.25
+    assert info.agreement >= 0.98, info.to_markdown()
+    assert set(info.kernel_levels.values()) == {3}
