@@ -1,0 +1,59 @@
+"""_gradients: stochastic-quantizer mode (BatchNorm stays in inference), logits, losses."""
+
+import numpy as np
+
+from qrobust_keras._keras import keras, layers, qkeras, tf
+from qrobust_keras.attacks import _gradients as G
+
+
+def _model(stochastic):
+    quantizer = "stochastic_ternary" if stochastic else "ternary"
+    inp = keras.Input((8,))
+    h = qkeras.QDense(16, kernel_quantizer=quantizer, name="q1")(inp)
+    h = layers.BatchNormalization(name="bn")(h)
+    h = layers.Dense(3)(h)
+    model = keras.Model(inp, layers.Activation("softmax")(h))
+    model.get_layer("bn").moving_mean.assign(tf.fill([16], 0.3))
+    model.get_layer("bn").moving_variance.assign(tf.fill([16], 4.0))
+    return model
+
+
+def test_stochastic_scope_samples_quantizers_but_keeps_batchnorm_in_inference():
+    x = tf.constant(np.random.default_rng(0).uniform(size=(16, 8)).astype("float32"))
+    det = _model(False)
+    with G.stochastic_scope(True):
+        same = det(x, training=False)
+    # No stochastic quantizer: the scope changes nothing, so BatchNorm used its moving statistics.
+    np.testing.assert_array_equal(same.numpy(), det(x, training=False).numpy())
+    assert not np.allclose(det(x, training=True).numpy(), same.numpy(), atol=1e-3)  # batch statistics differ
+
+    sto = _model(True)
+    assert G.has_stochastic_quantizers(sto) and not G.has_stochastic_quantizers(det)
+    with G.stochastic_scope(True):
+        a, b = sto(x, training=False).numpy(), sto(x, training=False).numpy()
+    assert not np.array_equal(a, b)  # the quantizer samples
+    # training=True alone does not make QKeras quantizers stochastic (they read the learning phase).
+    np.testing.assert_array_equal(sto(x, training=True).numpy(), sto(x, training=True).numpy())
+
+
+def test_gradients_are_taken_on_logits():
+    model = _model(False)
+    fn = G.loss_and_grad_fn(model, loss="ce")
+    x = np.random.default_rng(1).uniform(size=(4, 8)).astype("float32")
+    loss, _, logits = fn(x, np.array([0, 1, 2, 0]))
+    z = G.get_logits_model(model)(x).numpy()
+    np.testing.assert_allclose(logits.numpy(), z, rtol=1e-6)
+    assert not np.allclose(z.sum(1), 1.0)  # pre-softmax
+    ce = -np.log(np.exp(z) / np.exp(z).sum(1, keepdims=True))[np.arange(4), [0, 1, 2, 0]]
+    np.testing.assert_allclose(loss.numpy(), ce, rtol=1e-5)
+
+
+def test_dlr_and_cw_losses():
+    z = tf.constant([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.0, 0.5]])
+    y = tf.constant([0, 0])
+    dlr = G.per_sample_loss(z, y, "dlr", False, 4).numpy()
+    np.testing.assert_allclose(dlr, [-(3 - 1) / (3 - 0), -(0 - 2) / (2 - 0.5)], rtol=1e-6)
+    cw = G.per_sample_loss(z, y, "cw", False, 4, confidence=1.0).numpy()
+    np.testing.assert_allclose(cw, [-2.0, 1.0])
+    t = G.targeted_dlr_loss(z, y, tf.constant([1, 1]), 4).numpy()
+    np.testing.assert_allclose(t, [-(3 - 1) / (3 - 0.5 * (0 - 1)), -(0 - 2) / (2 - 0.5 * (0.5 + 0))], rtol=1e-6)
