@@ -103,7 +103,9 @@ class InputGrid:
             clip_min, clip_max: valid input range.
 
         Returns:
-            float32 array on the grid (element-wise ``snap(x)`` where no grid value fits the constraints).
+            float32 array within ``eps`` of ``x`` (exactly, in float64) whose device codes ``quantize(.)`` are the
+            chosen grid points; each value is that grid point up to float error (1e-6), or ``x`` where no grid value
+            fits the constraints.
         """
         x = np.asarray(x, np.float64)
         x_adv = np.asarray(x_adv, np.float64)
@@ -111,16 +113,20 @@ class InputGrid:
             raise ValueError(f"x and x_adv must have the same shape; got {x.shape} and {x_adv.shape}")
         lo = np.maximum(x - eps, clip_min)
         hi = np.minimum(x + eps, clip_max)
-        q_lo = np.ceil(lo / self.scale - 1e-9) + self.zero_point
-        q_hi = np.floor(hi / self.scale + 1e-9) + self.zero_point
-        q_lo, q_hi = np.maximum(q_lo, self.qmin), np.minimum(q_hi, self.qmax)
+        # codes whose value lies in [lo, hi] (a 1e-4 code tolerance absorbs the float error of scales like 1/255)
+        q_lo = np.maximum(np.ceil(lo / self.scale - 1e-4) + self.zero_point, self.qmin)
+        q_hi = np.minimum(np.floor(hi / self.scale + 1e-4) + self.zero_point, self.qmax)
         q = np.clip(np.round(x_adv / self.scale) + self.zero_point, q_lo, q_hi)
-        out = (q - self.zero_point) * self.scale
-        # float rounding of (q - zp) * scale may step a hair outside [lo, hi]; nudge back onto the allowed side
-        out = np.where(out < lo, np.nextafter(out, np.inf), out)
-        out = np.where(out > hi, np.nextafter(out, -np.inf), out)
-        ok = (q_lo <= q_hi) & (out >= lo) & (out <= hi)
-        return np.where(ok, out, self.snap(x)).astype(np.float32)
+        ok = q_lo <= q_hi
+        q = np.where(ok, q, self.quantize(x))
+        out64 = np.where(ok, np.clip((q - self.zero_point) * self.scale, lo, hi), x)
+        out = out64.astype(np.float32)
+        # float32 rounding may step a hair outside [lo, hi]: move those values one ulp back towards x
+        bad = (out.astype(np.float64) < lo) | (out.astype(np.float64) > hi)
+        while np.any(bad):
+            out = np.where(bad, np.nextafter(out, x.astype(np.float32)), out)
+            bad = (out.astype(np.float64) < lo) | (out.astype(np.float64) > hi)
+        return out
 
 
 def _count_io(data: bytes) -> tuple[int, int]:
