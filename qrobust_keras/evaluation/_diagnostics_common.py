@@ -1,0 +1,204 @@
+"""Plumbing shared by the honest-evaluation diagnostics (masking, transferability, value shift, misalignment).
+
+Argument checks with messages that name the argument, a name -> attack table (no ``eval``), compiled inference
+labels, markdown tables and atomic file writes.
+
+Example:
+
+>>> from qrobust_keras.evaluation._diagnostics_common import markdown_table
+>>> print(markdown_table(["a", "b"], [[1, 0.5]]))
+| a | b |
+|---|---|
+| 1 | 0.500 |
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import tempfile
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# name -> (module, function). Imported at call time: evaluation sits beside attacks, and a missing optional attack
+# must not break importing the diagnostics.
+ATTACKS = {
+    "fgsm": ("qrobust_keras.attacks.fgsm", "fgsm"),
+    "bim": ("qrobust_keras.attacks.pgd", "bim"),
+    "pgd": ("qrobust_keras.attacks.pgd", "pgd"),
+    "mim": ("qrobust_keras.attacks.mim", "mim"),
+    "apgd": ("qrobust_keras.attacks.apgd", "apgd"),
+    "square": ("qrobust_keras.attacks.square", "square"),
+    "spsa": ("qrobust_keras.attacks.spsa", "spsa"),
+}
+BLACK_BOX = ("square", "spsa")
+
+
+def get_attack(attack: Any, argument: str = "attack") -> tuple[str, Callable]:
+    """Return ``(name, function)`` for an attack name of :data:`ATTACKS` or a callable.
+
+    A callable must accept ``(model, x, y, eps=..., seed=..., batch_size=..., verbose=..., **kwargs)`` and return
+    ``x_adv`` of the shape of ``x``.
+
+    Raises:
+        ValueError: unknown name. TypeError: neither a string nor a callable.
+    """
+    if isinstance(attack, str):
+        key = attack.strip().lower()
+        if key not in ATTACKS:
+            raise ValueError(f"{argument} must be one of {sorted(ATTACKS)} or a callable; got {argument}={attack!r}")
+        module, fn = ATTACKS[key]
+        return key, getattr(importlib.import_module(module), fn)
+    if callable(attack):
+        return getattr(attack, "__name__", "attack"), attack
+    raise TypeError(f"{argument} must be an attack name {sorted(ATTACKS)} or a callable; got "
+                    f"{type(attack).__name__}")
+
+
+def check_keras_model(model: Any, argument: str = "model") -> Any:
+    """Return ``model`` if it is a Keras model (gradients are needed), else raise a TypeError naming ``argument``."""
+    from qrobust_keras._keras import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{argument} must be a Keras model (the diagnostics need input gradients); got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    """A finite real number inside [low, high] (``low_open``: > low), else a ValueError naming it."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) and (
+            high is None or value <= high)
+    if not ok:
+        lo = "(" if low_open else "["
+        rng = f"{lo}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}]"
+        raise ValueError(f"{name} must be a finite number in {rng}; got {name}={value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """An integer >= ``minimum``, else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}")
+    return int(value)
+
+
+def check_inputs(x: Any, y: Any, clip_min: float = 0.0, clip_max: float = 1.0, x_name: str = "x",
+                 num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a batch ``x`` (finite, inside the clip range) and its labels; return float32 x and int64 y."""
+    from qrobust_keras.attacks._common import as_int_labels
+
+    if not clip_min < clip_max:
+        raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"{x_name} must be a non-empty batch of shape (n, ...); got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{x_name} must be numeric; got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{x_name} contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
+        hint = " (scale uint8 images to [0, 1] by dividing by 255)" if hi > 1.5 and clip_max == 1 else ""
+        raise ValueError(f"{x_name} must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]; got values in "
+                         f"[{lo:g}, {hi:g}]{hint}")
+    if y is None:
+        raise ValueError("y must be the true labels, int (n,) or one-hot (n, classes); got y=None")
+    return x, as_int_labels(y, x.shape[0], num_classes)
+
+
+def num_classes(model: Any) -> int:
+    shape = model.output_shape
+    if isinstance(shape, list):
+        raise ValueError(f"model must have a single output; got output shapes {shape}")
+    return int(shape[-1])
+
+
+def check_input_shape(model: Any, x: np.ndarray, argument: str = "model") -> None:
+    """Raise if ``x``'s sample shape does not fit the model's input shape."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise ValueError(f"{argument} must have a single input; got input shapes {shape}")
+    want = tuple(shape[1:])
+    if len(want) != x.ndim - 1 or any(d is not None and d != s for d, s in zip(want, x.shape[1:])):
+        raise ValueError(f"x has sample shape {x.shape[1:]} but {argument} expects {want}")
+
+
+def predict_labels(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Argmax labels of a Keras ``model`` in inference mode (compiled forward pass cached per model, no Progbar)."""
+    from qrobust_keras.attacks._gradients import predict_labels as _predict
+
+    return _predict(model, np.asarray(x, np.float32), batch_size)
+
+
+def success_rate(pred: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Fraction of samples (inside ``mask``) whose prediction differs from y; NaN when the mask is empty."""
+    wrong = pred != y
+    if mask is not None:
+        wrong = wrong[mask]
+    return float(wrong.mean()) if wrong.size else float("nan")
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats with 3 decimals, NaN as n/a."""
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def jsonable(obj: Any) -> Any:
+    """Numpy scalars/arrays and NaN made JSON-safe (NaN and inf -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def dump_json(obj: Any, path: str | os.PathLike | None = None) -> str:
+    """JSON text of ``obj`` (made safe by :func:`jsonable`); written atomically to ``path`` when given."""
+    text = json.dumps(jsonable(obj), indent=2)
+    if path is not None:
+        atomic_write(path, text)
+    return text

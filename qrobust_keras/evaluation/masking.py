@@ -1,0 +1,491 @@
+"""Gradient-masking diagnostics: sanity checks that tell real robustness from gradients that hide the attack.
+
+Quantized models often *look* robust because their gradients are zero, shattered or misleading (Bernhard et al.
+2019, arXiv 1909.12741). :func:`diagnose_gradient_masking` runs the checks Carlini et al. (2019, "On Evaluating
+Adversarial Robustness", arXiv 1902.06705, sec. 5 and its checklist) and Athalye et al. (2018, "Obfuscated Gradients
+Give a False Sense of Security", arXiv 1802.00420, sec. 3) recommend, and reports each one as passed or flagged with
+its numbers and a one-line explanation.
+
+Example:
+
+>>> import numpy as np
+>>> from qrobust_keras._keras import keras
+>>> from qrobust_keras.evaluation.masking import diagnose_gradient_masking
+>>> model = keras.Sequential([keras.layers.Flatten(input_shape=(8, 8, 1)), keras.layers.Dense(3)])
+>>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype("float32")
+>>> y = model.predict(x, verbose=0).argmax(1)
+>>> report = diagnose_gradient_masking(model, x, y, eps=8 / 255, steps=5, queries=50)
+>>> sorted(c.name for c in report.checks)[:2]
+['eot', 'gradient_health']
+>>> isinstance(report.flagged, bool)
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from qrobust_keras.evaluation._diagnostics_common import (
+    BLACK_BOX,
+    check_input_shape,
+    check_inputs,
+    check_int,
+    check_keras_model,
+    check_number,
+    dump_json,
+    fmt,
+    get_attack,
+    markdown_table,
+    num_classes,
+    predict_labels,
+)
+
+__all__ = ["MaskingCheck", "GradientMaskingReport", "diagnose_gradient_masking", "masking_diagnostic",
+           "input_gradients", "CHECK_NAMES"]
+
+CHECK_NAMES = ("iterative_vs_single_step", "white_box_vs_black_box", "white_box_vs_transfer", "unbounded_eps",
+               "more_steps_restarts", "gradient_health", "eot")
+
+
+@dataclasses.dataclass
+class MaskingCheck:
+    """One sanity check.
+
+    Attributes:
+        name: one of :data:`CHECK_NAMES`.
+        flagged: True when the check found a sign of gradient masking.
+        numbers: the measured values the verdict rests on (success rates in [0, 1], fractions, settings).
+        explanation: one line saying what was compared and what the result means.
+        applicable: False when the check could not apply (no float twin given, deterministic model for EOT);
+            such a check is neither passed nor flagged.
+    """
+
+    name: str
+    flagged: bool
+    numbers: dict
+    explanation: str
+    applicable: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return self.applicable and not self.flagged
+
+    @property
+    def status(self) -> str:
+        return "n/a" if not self.applicable else ("FLAGGED" if self.flagged else "passed")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "flagged": self.flagged, "passed": self.passed,
+                "applicable": self.applicable, "numbers": dict(self.numbers), "explanation": self.explanation}
+
+
+@dataclasses.dataclass
+class GradientMaskingReport:
+    """Result of :func:`diagnose_gradient_masking`.
+
+    Attributes:
+        checks: the :class:`MaskingCheck` list, in the order of :data:`CHECK_NAMES`.
+        model_name: name of the diagnosed model.
+        eps: L-inf budget of the checks, in input units.
+        n_samples: samples given; n_correct: those the model classified correctly (the checks attack only these).
+        clean_accuracy: n_correct / n_samples.
+        settings: the attack settings used (steps, queries, tolerance, ...).
+        seconds: wall time of the whole diagnosis.
+    """
+
+    checks: list
+    model_name: str
+    eps: float
+    n_samples: int
+    n_correct: int
+    clean_accuracy: float
+    settings: dict
+    seconds: float = 0.0
+
+    @property
+    def flagged(self) -> bool:
+        """True when any check flags gradient masking."""
+        return any(c.flagged for c in self.checks)
+
+    @property
+    def flagged_checks(self) -> list:
+        return [c.name for c in self.checks if c.flagged]
+
+    def __getitem__(self, name: str) -> MaskingCheck:
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(f"no check named {name!r}; checks: {[c.name for c in self.checks]}")
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_name, "eps": self.eps, "n_samples": self.n_samples, "n_correct": self.n_correct,
+                "clean_accuracy": self.clean_accuracy, "flagged": self.flagged,
+                "flagged_checks": self.flagged_checks, "settings": dict(self.settings), "seconds": self.seconds,
+                "checks": [c.to_dict() for c in self.checks]}
+
+    def to_json(self, path: Any = None) -> str:
+        """JSON text of :meth:`to_dict` (NaN -> null); written atomically to ``path`` when given."""
+        return dump_json(self.to_dict(), path)
+
+    def to_diagnostic(self) -> dict:
+        """Compact dict for ``RobustnessReport.attach_diagnostics``: verdict, per-check status and ``"flags"``."""
+        return {"flagged": self.flagged, "eps": self.eps, "n_correct": self.n_correct,
+                "checks": {c.name: c.status for c in self.checks},
+                "flags": [f"{c.name}: {c.explanation}" for c in self.checks if c.flagged]}
+
+    def to_markdown(self) -> str:
+        """A markdown section: verdict line and one table row per check."""
+        verdict = ("**gradient masking suspected** (flagged: " + ", ".join(self.flagged_checks) + ")"
+                   if self.flagged else "no sign of gradient masking in these checks")
+        head = (f"### Gradient-masking diagnostics: {self.model_name}\n\n"
+                f"eps = {self.eps:.4g} (L-inf), {self.n_correct}/{self.n_samples} correctly classified samples "
+                f"attacked (clean accuracy {self.clean_accuracy:.3f}); {verdict}.\n\n")
+        rows = []
+        for c in self.checks:
+            nums = ", ".join(f"{k}={fmt(v)}" for k, v in c.numbers.items() if not isinstance(v, (list, dict)))
+            rows.append([c.name, c.status, nums, c.explanation])
+        return head + markdown_table(["check", "status", "numbers", "meaning"], rows) + "\n"
+
+
+def input_gradients(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256, eot: int = 1) -> np.ndarray:
+    """Input gradients of the cross-entropy on the pre-softmax logits, inference mode (float32, shape of x).
+
+    Gradients through QKeras quantizers are their straight-through estimates. With ``eot > 1`` the gradient is
+    averaged over ``eot`` passes with stochastic quantizers sampling (learning phase 1, BatchNorm in inference mode).
+    A gradient that does not exist (no differentiable path from the input) is returned as zeros.
+    """
+    from qrobust_keras._keras import tf
+    from qrobust_keras.attacks._gradients import get_logits_model, stochastic_scope
+
+    lm = get_logits_model(model)
+
+    @tf.function(reduce_retracing=True)
+    def grad_fn(xb, yb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            logits = lm(xb, training=False)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
+        g = tape.gradient(loss, xb)
+        return tf.zeros_like(xb) if g is None else g
+
+    out = np.zeros_like(x, dtype=np.float32)
+    for start in range(0, len(x), batch_size):
+        sl = slice(start, start + batch_size)
+        xb, yb = tf.constant(x[sl]), tf.constant(y[sl].astype(np.int32))
+        if eot > 1:
+            acc = np.zeros_like(x[sl])
+            with stochastic_scope(True):
+                for _ in range(eot):
+                    acc += grad_fn(xb, yb).numpy()
+            out[sl] = acc / eot
+        else:
+            out[sl] = grad_fn(xb, yb).numpy()
+    return out
+
+
+def _is_stochastic(model: Any) -> bool:
+    from qrobust_keras.attacks._gradients import has_stochastic_quantizers
+
+    return bool(has_stochastic_quantizers(model))
+
+
+def diagnose_gradient_masking(
+    model: Any,
+    x: Any,
+    y: Any,
+    eps: float = 8 / 255,
+    float_twin: Any = None,
+    *,
+    steps: int = 20,
+    more_steps_factor: int = 4,
+    more_restarts: int = 2,
+    black_box: Sequence[str] = ("square",),
+    queries: int = 1000,
+    spsa_steps: int = 50,
+    eot: int | None = None,
+    eps_sweep: Sequence[float] | None = None,
+    tolerance: float = 0.05,
+    unbounded_success: float = 0.95,
+    max_zero_gradients: float = 0.05,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    batch_size: int = 256,
+    seed: int = 0,
+    verbose: int = 0,
+) -> GradientMaskingReport:
+    """Run the gradient-masking sanity checks on a Keras classifier.
+
+    All attacks are untargeted L-inf attacks from :mod:`qrobust_keras.attacks` on the samples the model classifies
+    correctly; *success* is the fraction of those samples misclassified afterwards (the model's deterministic
+    inference-mode prediction). A check is flagged when (``tol`` = ``tolerance``):
+
+    1. ``iterative_vs_single_step``: FGSM succeeds more than PGD-``steps``: ``s_FGSM > s_PGD + tol``. An iterative
+       attack contains the single step; losing to it means the loss surface misleads the gradient (Carlini et al.
+       2019, sec. 5.3).
+    2. ``white_box_vs_black_box``: a gradient-free attack (Square, Andriushchenko et al. 2020, arXiv 1912.00049;
+       optionally SPSA, Uesato et al. 2018, arXiv 1802.05666) beats the best white-box attack:
+       ``s_BB > max(s_FGSM, s_PGD, s_PGD+) + tol``.
+    3. ``white_box_vs_transfer`` (needs ``float_twin``): PGD crafted on the float twin and transferred beats PGD on
+       the model itself, on samples both classify correctly: ``s_transfer > s_PGD + tol``.
+    4. ``unbounded_eps``: PGD without random start (so success comes from the gradient alone) over a growing eps
+       grid up to the whole input range: flagged when success at ``eps = clip_max - clip_min`` stays below
+       ``unbounded_success`` or when success drops by more than ``tol`` as eps grows (Athalye et al. 2018, sec. 3.1).
+    5. ``more_steps_restarts``: PGD with ``more_steps_factor * steps`` steps and ``more_restarts`` random restarts
+       gains more than ``tol`` over PGD-``steps``: the standard attack had not converged, so its number is not an
+       upper bound on robustness.
+    6. ``gradient_health``: fraction of samples whose cross-entropy input gradient is all zero or non-finite exceeds
+       ``max_zero_gradients`` (shattered/vanishing gradients, Athalye et al. 2018, sec. 4.1).
+    7. ``eot`` (stochastic models only): PGD with gradients averaged over ``eot`` stochastic passes (Expectation
+       over Transformation, Athalye et al. 2018, sec. 4.3) beats plain PGD by more than ``tol``: evaluations without
+       EOT underestimate the attack. Not applicable (neither passed nor flagged) for deterministic models.
+
+    Args:
+        model: Keras classifier on inputs in [clip_min, clip_max] (softmax outputs are bypassed: logits are used).
+        x: inputs, shape (n, ...).
+        y: true labels, int (n,) or one-hot.
+        eps: L-inf budget in input units ([0, 1] for images), > 0.
+        float_twin: optional float model of the same task (the model before quantization) for check 3.
+        steps: PGD iterations of the reference white-box attack (step size eps/4, one random start).
+        more_steps_factor: multiple of ``steps`` for check 5 (>= 2).
+        more_restarts: random restarts for check 5.
+        black_box: gradient-free attacks for check 2, names among ``"square"``, ``"spsa"``.
+        queries: Square query budget per sample.
+        spsa_steps: SPSA iterations (128 samples per gradient estimate).
+        eot: EOT passes for check 7; None: 8 when the model has stochastic QKeras quantizers, else not applicable.
+        eps_sweep: eps grid of check 4; default ``eps * (1, 2, 4)`` and 1/4, 1/2, 1 of the input range.
+        tolerance: absolute success-rate margin before a comparison flags (0.05 = 5 points).
+        unbounded_success: success the full-range attack must reach.
+        max_zero_gradients: largest accepted fraction of samples with a zero or non-finite gradient.
+        clip_min, clip_max: valid input range.
+        batch_size: samples per attack batch.
+        seed: seeds every attack; same seed -> same report.
+        verbose: 1 prints one line per stage.
+
+    Returns:
+        A :class:`GradientMaskingReport` (``report.flagged``, ``report.checks``, ``to_markdown()``, ``to_json()``).
+
+    Raises:
+        TypeError: ``model`` or ``float_twin`` is not a Keras model.
+        ValueError: bad x, y, eps or settings, or a model that classifies none of the samples correctly.
+    """
+    t0 = time.perf_counter()
+    model = check_keras_model(model, "model")
+    if float_twin is not None:
+        float_twin = check_keras_model(float_twin, "float_twin")
+    span = float(clip_max) - float(clip_min)
+    x, y = check_inputs(x, y, clip_min, clip_max, num_classes=num_classes(model))
+    check_input_shape(model, x, "model")
+    if isinstance(eps, (int, float, np.integer, np.floating)) and eps > span and span <= 1:
+        raise ValueError(f"eps must be in (0, {span:g}] (input units); got eps={eps!r} (did you mean {eps:g}/255?)")
+    eps = check_number("eps", eps, 0.0, span, low_open=True)
+    steps = check_int("steps", steps)
+    more_steps_factor = check_int("more_steps_factor", more_steps_factor, 2)
+    more_restarts = check_int("more_restarts", more_restarts)
+    queries = check_int("queries", queries)
+    spsa_steps = check_int("spsa_steps", spsa_steps)
+    batch_size = check_int("batch_size", batch_size)
+    tolerance = check_number("tolerance", tolerance, 0.0, 1.0)
+    unbounded_success = check_number("unbounded_success", unbounded_success, 0.0, 1.0)
+    max_zero_gradients = check_number("max_zero_gradients", max_zero_gradients, 0.0, 1.0)
+    if isinstance(black_box, str):
+        black_box = (black_box,)
+    black_box = tuple(b.strip().lower() if isinstance(b, str) else b for b in black_box)
+    bad = [b for b in black_box if b not in BLACK_BOX]
+    if bad or not black_box:
+        raise ValueError(f"black_box must be a non-empty list of {list(BLACK_BOX)}; got black_box={black_box!r}")
+    stochastic = _is_stochastic(model)
+    if eot is None:
+        eot = 8 if stochastic else 0
+    elif isinstance(eot, bool) or not isinstance(eot, (int, np.integer)) or eot < 0 or eot == 1:
+        raise ValueError(f"eot must be None, 0 (skip) or an integer >= 2; got eot={eot!r}")
+    if eps_sweep is None:
+        eps_sweep = [eps, 2 * eps, 4 * eps, span / 4, span / 2, span]
+    eps_sweep = [check_number("eps_sweep", e, 0.0, span, low_open=True) for e in eps_sweep]
+    eps_sweep = sorted(set(e for e in eps_sweep if e <= span) | {span})
+
+    def say(msg: str) -> None:
+        if verbose:
+            print(f"diagnose_gradient_masking[{model.name}]: {msg}", flush=True)
+
+    pred = predict_labels(model, x, batch_size)
+    correct = pred == y
+    n_correct = int(correct.sum())
+    if n_correct == 0:
+        raise ValueError(f"model classifies none of the {len(x)} samples correctly; the checks attack correctly "
+                         "classified samples only (check the labels and the input scaling)")
+    xc, yc = x[correct], y[correct]
+    common = dict(clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, seed=seed, verbose=0)
+    _, fgsm = get_attack("fgsm")
+    _, pgd = get_attack("pgd")
+
+    def fooled(x_adv: np.ndarray, mdl: Any = model) -> np.ndarray:
+        return predict_labels(mdl, x_adv, batch_size) != yc
+
+    checks: list[MaskingCheck] = []
+
+    say("FGSM and PGD")
+    f_fgsm = fooled(fgsm(model, xc, yc, eps=eps, **common))
+    f_pgd = fooled(pgd(model, xc, yc, eps=eps, steps=steps, **common))
+    s_fgsm, s_pgd = float(f_fgsm.mean()), float(f_pgd.mean())
+
+    say(f"PGD with {more_steps_factor * steps} steps and {more_restarts} restarts")
+    f_more = fooled(pgd(model, xc, yc, eps=eps, steps=more_steps_factor * steps, restarts=more_restarts, **common))
+    s_more = float(f_more.mean())
+    f_white = f_fgsm | f_pgd | f_more
+    s_white_best = max(s_fgsm, s_pgd, s_more)
+
+    # 1. iterative beats single step
+    flag = s_fgsm > s_pgd + tolerance
+    checks.append(MaskingCheck(
+        "iterative_vs_single_step", flag,
+        {"fgsm_success": s_fgsm, "pgd_success": s_pgd, "pgd_steps": steps},
+        (f"FGSM fools more samples than PGD-{steps}: the gradient direction misleads iterative steps (masking)"
+         if flag else f"PGD-{steps} is at least as strong as FGSM, as it should be")))
+
+    # 2. white box beats black box
+    bb_numbers: dict = {}
+    f_bb_any = np.zeros(n_correct, bool)
+    s_bb = 0.0
+    for name in black_box:
+        say(f"black-box {name}")
+        _, fn = get_attack(name)
+        if name == "square":
+            x_bb = fn(model, xc, yc, eps=eps, queries=queries, clip_min=clip_min, clip_max=clip_max,
+                      batch_size=batch_size, seed=seed, verbose=0)
+        else:
+            x_bb = fn(model, xc, yc, eps=eps, steps=spsa_steps, clip_min=clip_min, clip_max=clip_max,
+                      seed=seed, verbose=0)
+        f_bb = fooled(x_bb)
+        bb_numbers[f"{name}_success"] = float(f_bb.mean())
+        f_bb_any |= f_bb
+        s_bb = max(s_bb, float(f_bb.mean()))
+    only_bb = float((f_bb_any & ~f_white).mean())
+    flag = s_bb > s_white_best + tolerance
+    checks.append(MaskingCheck(
+        "white_box_vs_black_box", flag,
+        {**bb_numbers, "best_white_box_success": s_white_best, "fooled_only_by_black_box": only_bb,
+         "square_queries": queries},
+        ("a gradient-free attack beats every gradient attack: the gradients are masked" if flag else
+         "the best white-box attack is at least as strong as the black-box attack(s)")))
+
+    # 3. white box beats transfer from the float twin
+    if float_twin is not None:
+        check_input_shape(float_twin, x, "float_twin")
+        say("transfer from the float twin")
+        twin_ok = predict_labels(float_twin, xc, batch_size) == yc
+        if twin_ok.any():
+            x_tr = pgd(float_twin, xc[twin_ok], yc[twin_ok], eps=eps, steps=steps, **common)
+            s_tr = float((predict_labels(model, x_tr, batch_size) != yc[twin_ok]).mean())
+            s_direct = float(f_pgd[twin_ok].mean())
+            flag = s_tr > s_direct + tolerance
+            checks.append(MaskingCheck(
+                "white_box_vs_transfer", flag,
+                {"transfer_success": s_tr, "pgd_success": s_direct, "n_both_correct": int(twin_ok.sum())},
+                ("PGD transferred from the float twin beats PGD on the model itself: its own gradients are masked"
+                 if flag else "PGD on the model itself beats the transfer from the float twin")))
+        else:
+            checks.append(MaskingCheck(
+                "white_box_vs_transfer", False, {"n_both_correct": 0},
+                "the float twin classifies none of these samples correctly; no transfer comparison possible",
+                applicable=False))
+    else:
+        checks.append(MaskingCheck("white_box_vs_transfer", False, {},
+                                   "no float_twin given; pass the float model to compare with transfer",
+                                   applicable=False))
+
+    # 4. unbounded attack
+    say(f"eps sweep {['%.4g' % e for e in eps_sweep]}")
+    curve = []
+    for e in eps_sweep:
+        curve.append(float(fooled(pgd(model, xc, yc, eps=e, steps=steps, rand_init=False, **common)).mean()))
+    drop = max([curve[i] - min(curve[i:]) for i in range(len(curve))] + [0.0])
+    flag_low = curve[-1] < unbounded_success
+    flag_drop = drop > tolerance
+    numbers = {"success_at_full_range": curve[-1], "largest_drop": drop,
+               **{f"success_eps_{e:.4g}": s for e, s in zip(eps_sweep, curve)}}
+    if flag_low:
+        why = (f"PGD without random start reaches only {curve[-1]:.3f} success with eps = the whole input range "
+               f"(expected >= {unbounded_success}): the gradient does not lead anywhere (masking)")
+    elif flag_drop:
+        why = f"success falls by {drop:.3f} as eps grows: larger budgets must not weaken the attack (masking)"
+    else:
+        why = "success grows with eps and the unbounded attack fools (almost) every sample"
+    checks.append(MaskingCheck("unbounded_eps", flag_low or flag_drop, numbers, why))
+
+    # 5. more steps / restarts
+    gain = s_more - s_pgd
+    flag = gain > tolerance
+    checks.append(MaskingCheck(
+        "more_steps_restarts", flag,
+        {"pgd_success": s_pgd, "pgd_more_success": s_more, "gain": gain,
+         "more_steps": more_steps_factor * steps, "more_restarts": more_restarts},
+        (f"{more_steps_factor}x steps and {more_restarts} restarts raise success by {gain:.3f}: PGD-{steps} had "
+         "not converged, so its robust accuracy is not an upper bound" if flag else
+         f"{more_steps_factor}x steps and restarts add at most {tolerance} success: the attack has converged")))
+
+    # 6. gradient health
+    say("input gradients")
+    grads = input_gradients(model, xc, yc, batch_size)
+    flat = grads.reshape(n_correct, -1)
+    nonfinite = ~np.all(np.isfinite(flat), axis=1)
+    zero = np.all(flat == 0, axis=1) & ~nonfinite
+    frac_bad = float((zero | nonfinite).mean())
+    flag = frac_bad > max_zero_gradients
+    checks.append(MaskingCheck(
+        "gradient_health", flag,
+        {"zero_gradient_samples": float(zero.mean()), "nonfinite_gradient_samples": float(nonfinite.mean()),
+         "zero_gradient_elements": float(np.mean(flat == 0)),
+         "median_gradient_l1": float(np.median(np.abs(np.where(np.isfinite(flat), flat, 0)).sum(axis=1)))},
+        (f"{frac_bad:.3f} of the samples have an all-zero or non-finite input gradient: gradient attacks cannot "
+         "move them (shattered/vanishing gradients)" if flag else
+         "input gradients are finite and non-zero for (almost) every sample")))
+
+    # 7. EOT for stochastic models
+    if eot:
+        say(f"PGD with EOT over {eot} stochastic passes")
+        f_eot = fooled(pgd(model, xc, yc, eps=eps, steps=steps, eot=int(eot), **common))
+        s_eot = float(f_eot.mean())
+        diff = s_eot - s_pgd
+        flag = diff > tolerance
+        checks.append(MaskingCheck(
+            "eot", flag, {"pgd_success": s_pgd, "pgd_eot_success": s_eot, "eot": int(eot), "difference": diff,
+                          "stochastic_quantizers": stochastic},
+            (f"averaging gradients over {eot} stochastic passes raises success by {diff:.3f}: evaluate this model "
+             "with EOT" if flag else f"EOT over {eot} passes changes success by {diff:+.3f} (within {tolerance})")))
+    else:
+        checks.append(MaskingCheck("eot", False, {"stochastic_quantizers": stochastic},
+                                   "the model has no stochastic quantizers: EOT does not apply", applicable=False))
+
+    order = {name: i for i, name in enumerate(CHECK_NAMES)}
+    checks.sort(key=lambda c: order[c.name])
+    settings = {"steps": steps, "step_size": eps / 4, "more_steps_factor": more_steps_factor,
+                "more_restarts": more_restarts, "black_box": list(black_box), "queries": queries, "eot": eot,
+                "eps_sweep": list(eps_sweep), "tolerance": tolerance, "unbounded_success": unbounded_success,
+                "max_zero_gradients": max_zero_gradients, "seed": seed}
+    return GradientMaskingReport(checks=checks, model_name=model.name, eps=eps, n_samples=int(len(x)),
+                                 n_correct=n_correct, clean_accuracy=n_correct / len(x), settings=settings,
+                                 seconds=time.perf_counter() - t0)
+
+
+
+def masking_diagnostic(**kwargs: Any):
+    """A diagnostic for ``evaluate_robustness(..., diagnostics={"gradient_masking": masking_diagnostic()})``.
+
+    The returned function runs :func:`diagnose_gradient_masking` at the largest eps of the report (unless ``eps``
+    is given in ``kwargs``) and returns a compact JSON dict whose ``"flags"`` list (one line per flagged check)
+    :class:`~qrobust_keras.evaluation.RobustnessReport` shows as warnings.
+
+    Args:
+        **kwargs: arguments of :func:`diagnose_gradient_masking` (``float_twin``, ``steps``, ``queries``...).
+    """
+
+    def run(model: Any, x: Any, y: Any, report: Any) -> dict:
+        eps = kwargs.get("eps", max(report.eps))
+        rest = {k: v for k, v in kwargs.items() if k != "eps"}
+        return diagnose_gradient_masking(model, x, y, eps=eps, **rest).to_diagnostic()
+
+    return run
