@@ -350,7 +350,8 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
                 return keras.layers.Activation(quantizer, name=layer.name)
             new = _activation_layer(quantizer, layer.name, plan, relu_clip)
             return new if new is not None else keras.layers.Activation("linear", name=layer.name)
-        if kind == "AveragePooling2D" and _is_global_pool(layer):
+        if kind == "AveragePooling2D" and _is_global_pool(layer) and any(
+                type(p).__name__ == "QActivation" for p in _inbound_layers(layer)):
             # TFLite's int8 AVERAGE_POOL_2D must keep its input's scale; MEAN requantizes, so an exact activation
             # grid in front of the pool does not round the average to that grid.
             plan.replaced[layer.name] = "AveragePooling2D -> GlobalAveragePooling2D(keepdims=True)"
