@@ -41,6 +41,8 @@ def parse_eps(text: str) -> float:
     if not raw:
         raise ValueError("eps is empty; give a number like 0.03 or a fraction like 8/255")
     try:
+        if raw.count("/") > 1:
+            raise ValueError("more than one '/'")
         if "/" in raw:
             num, den = raw.split("/", 1)
             value = float(Fraction(num.strip()) / Fraction(den.strip()))
@@ -420,6 +422,8 @@ def _as_dict(obj):
         return obj
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
+    if isinstance(obj, (tuple, list)):
+        return [str(o) for o in obj]
     return str(obj)
 
 

@@ -1,0 +1,65 @@
+"""`qrobust demo --quick` end to end on real CIFAR-10 images, and its synthetic fallback when no copy exists."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qrobust_keras.cli import main
+from qrobust_keras.demo import DemoConfig, find_demo_data, synthetic_images
+
+
+def test_demo_quick_writes_the_report(shared_data, tmp_path, capsys):
+    out = tmp_path / "demo_report"
+    rc = main(["demo", "--quick", "--data-dir", str(shared_data / "cifar10"), "--out", str(out), "--verbose", "0"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"report written to {out / 'report.md'}" in printed
+    r = json.loads((out / "results.json").read_text())
+    cfg = DemoConfig.quick()
+    assert r["synthetic"] is False and "exact python batches" in r["data"]
+    assert set(r["evaluations"]) == {"float (mlcommons)", "stq_jr", "stq_jr int8 file"}
+    for label, ev in r["evaluations"].items():
+        for lab, worst in ev["worst"].items():
+            assert worst <= min(row[lab] for row in ev["results"].values()) <= ev["clean"], label
+    assert r["evaluations"]["stq_jr"]["n"] == cfg.n_test
+    assert r["export"]["int8"] is True and r["export"]["agreement"] >= 0.9
+    assert r["tflm_footprint"]["all_ops_supported"] is True
+    assert 30_000 < r["tflm_footprint"]["arena_bytes"] < 100_000
+    assert r["tflm_check"]["argmax_agreement_with_litert"] == 1.0
+    text = (out / "report.md").read_text()
+    assert "SYNTHETIC" not in text
+    assert "| stq_jr | **worst case** |" in text and "TFLite Micro arena" in text
+    assert (out / "accuracy_vs_eps.png").stat().st_size > 1000
+    assert (out / "stq_jr_int8.tflite").stat().st_size == r["export"]["size_bytes"]
+
+
+def test_synthetic_task_is_balanced_and_learnable_by_a_linear_probe():
+    x, y = synthetic_images(600, seed=0)
+    assert x.shape == (600, 32, 32, 3) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [60] * 10
+    # least squares on 2-D Fourier magnitudes separates the orientation classes well above chance (10%)
+    feats = np.abs(np.fft.fft2(x.mean(-1) / 255.0)).reshape(600, -1)
+    feats = np.c_[feats, x.reshape(600, -1, 3).mean(1) / 255.0, np.ones(600)]
+    onehot = np.eye(10)[y]
+    w, *_ = np.linalg.lstsq(feats[:400], onehot[:400], rcond=None)
+    assert np.mean((feats[400:] @ w).argmax(1) == y[400:]) > 0.5
+
+
+def test_demo_falls_back_to_synthetic_data_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("QROBUST_DATA_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
+    train, test, source, synthetic = find_demo_data(None, DemoConfig.quick(), verbose=0)
+    err = capsys.readouterr().err
+    assert synthetic is True and "SYNTHETIC" in source
+    assert "CIFAR-10 not found" in err and "GENERATED image task" in err and "--data-dir" in err
+    assert len(train[0]) == DemoConfig.quick().n_train and len(test[0]) == DemoConfig.quick().n_test
+
+
+def test_demo_with_a_wrong_explicit_data_dir_fails_instead_of_using_synthetic_data(tmp_path, capsys):
+    rc = main(["demo", "--quick", "--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.md").exists()

@@ -1,0 +1,184 @@
+"""Named recipes: their settings, the models and callbacks they build, the lr schedules, and resumable training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from qrobust_keras._keras import keras
+from qrobust_keras.recipes import (
+    HistoryCSV, Recipe, build_recipe, fit_recipe, get_recipe, jr_layer_weights, learning_rate, list_recipes,
+    read_history,
+)
+
+
+def test_every_recipe_builds_the_right_model_for_its_dataset():
+    assert len(list_recipes()) == 9
+    for name, model_name, dataset in list_recipes():
+        recipe = get_recipe(name, dataset=dataset)
+        assert recipe.model == model_name
+        assert recipe.num_classes == (12 if dataset == "speech_commands" else 10)
+        assert recipe.augment_flip == (dataset == "cifar10")  # no flips for digits or spectrogram features
+        assert (recipe.jr_weight > 0) == (name != "mlcommons") and (recipe.at_eps > 0) == (name == "stq_jr_at")
+
+
+def test_stq_jr_resnet8_policy_and_model():
+    recipe = get_recipe("stq_jr", dataset="cifar10")
+    model, callbacks = build_recipe(recipe)
+    assert model.count_params() == 78666
+    assert type(model.get_layer("stack2_conv_a").kernel_quantizer_internal).__name__ == "stochastic_ternary"
+    assert type(model.get_layer("conv_1").kernel_quantizer_internal).__name__ == "quantized_bits"
+    assert model.get_layer("conv_1").kernel_quantizer_internal.bits == 8
+    assert model.get_layer("stack1_relu").quantizer.bits == 4
+    assert [type(c).__name__ for c in callbacks] == ["LearningRateScheduler", "JacobianRegularization"]
+    assert model.optimizer.__class__.__name__ == "Adam" and model.compiled_loss is not None
+
+
+def test_mlcommons_recipe_is_float_with_the_reference_schedule():
+    recipe = get_recipe("mlcommons", dataset="cifar10")
+    assert (recipe.batch_size, recipe.epochs, recipe.lr_schedule, recipe.lr_decay) == (32, 500, "exponential", 0.99)
+    model, callbacks = build_recipe(recipe)
+    assert all(not type(layer).__name__.startswith("Q") for layer in model.layers)
+    assert [type(c).__name__ for c in callbacks] == ["LearningRateScheduler"]
+    kws = get_recipe("mlcommons", dataset="speech_commands")
+    assert (kws.model, kws.epochs, kws.batch_size, kws.input_shape) == ("ds_cnn", 36, 100, (49, 10, 1))
+
+
+def test_stq_jr_at_adds_adversarial_training_with_its_budget():
+    recipe = get_recipe("stq_jr_at", dataset="cifar10")
+    _, callbacks = build_recipe(recipe)
+    at = callbacks[-1]
+    assert type(at).__name__ == "AdversarialTraining"
+    assert (at.eps, at.steps, at.ratio, at.attack) == (pytest.approx(8 / 255), 3, 0.5, "pgd")
+    kws = get_recipe("stq_jr_at", dataset="speech_commands")
+    model, callbacks = build_recipe(kws, clip_range=(-250.0, 60.0))
+    assert (callbacks[-1].clip_min, callbacks[-1].clip_max, callbacks[-1].eps) == (-250.0, 60.0, 1.0)
+    assert type(model.get_layer("block1_dw").depthwise_quantizer_internal).__name__ == "quantized_bits"
+    assert model.count_params() == 24908
+
+
+def test_jr_layer_weights_are_width_normalised():
+    recipe = get_recipe("stq_jr", dataset="cifar10")
+    model, _ = build_recipe(recipe)
+    w = jr_layer_weights(recipe, model)
+    relus = [layer.name for layer in model.layers if type(layer).__name__ == "QActivation"]
+    assert list(w) == relus + ["logits"] and len(relus) == 7
+    assert w["logits"] == 0.01
+    assert w["relu_1"] == pytest.approx(1e-4 * 10 / (32 * 32 * 16))
+    assert w["stack3_relu"] == pytest.approx(1e-4 * 10 / (8 * 8 * 64))
+    plain = jr_layer_weights(dataclasses.replace(recipe, jr_normalize=False), model)
+    assert plain["relu_1"] == 1e-4
+    assert jr_layer_weights(dataclasses.replace(recipe, jr_layers="output"), model) == {"logits": 0.01}
+
+
+def test_learning_rate_schedules():
+    cos = learning_rate(get_recipe("stq_jr", epochs=10, learning_rate=0.002))
+    assert cos(0) == pytest.approx(0.002) and cos(5) == pytest.approx(0.001) and cos(10) == pytest.approx(0.0)
+    assert cos(3) == pytest.approx(0.001 * (1 + math.cos(math.pi * 0.3)))
+    exp = learning_rate(get_recipe("mlcommons"))
+    assert exp(100) == pytest.approx(1e-3 * 0.99 ** 100)
+    step = learning_rate(get_recipe("mlcommons", dataset="speech_commands"))
+    assert [step(e) for e in (0, 11, 12, 24)] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
+
+
+def test_bad_recipe_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        get_recipe("madry")
+    with pytest.raises(ValueError, match="model='ds_cnn' does not fit dataset='cifar10'"):
+        get_recipe("stq_jr", model="ds_cnn", dataset="cifar10")
+    with pytest.raises(ValueError, match=r"unknown recipe field\(s\) \['epoch'\]"):
+        get_recipe("stq_jr", epoch=3)
+    with pytest.raises(ValueError, match="epochs must be a positive integer; got epochs=0"):
+        get_recipe("stq_jr", epochs=0)
+    with pytest.raises(ValueError, match="at_ratio must be in"):
+        get_recipe("stq_jr_at", at_ratio=1.5)
+    with pytest.raises(ValueError, match="not a quantizer spec"):
+        get_recipe("stq_jr", policy="int3")
+
+
+def test_recipe_round_trips_through_json():
+    recipe = get_recipe("stq_jr_at", dataset="svhn", epochs=3)
+    again = Recipe.from_dict(json.loads(json.dumps(recipe.to_dict())))
+    assert again == recipe and again.quant_policy == recipe.quant_policy
+
+
+def test_history_csv_replaces_rows_of_repeated_epochs(tmp_path):
+    path = str(tmp_path / "h.csv")
+    cb = HistoryCSV(path)
+    cb.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    cb.model.compile(keras.optimizers.SGD(0.1), "mse")
+    for epoch, loss in ((0, 3.0), (1, 2.0), (2, 1.5), (1, 1.9), (2, 1.4)):
+        cb.on_epoch_begin(epoch)
+        cb.on_epoch_end(epoch, {"loss": loss})
+    rows = read_history(path)
+    assert [(r["epoch"], r["loss"]) for r in rows] == [(0, 3.0), (1, 1.9), (2, 1.4)]
+    assert all(r["lr"] == pytest.approx(0.1) for r in rows)
+
+
+class _Killer(keras.callbacks.Callback):
+    """Simulates a kill right after the end of epoch ``after`` (0-based) has been checkpointed."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.after:
+            raise KeyboardInterrupt(f"killed after epoch {epoch}")
+
+
+class _Seen(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_a_killed_run_resumes_without_losing_finished_epochs(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, size=64)
+    recipe = get_recipe("mlcommons", dataset="cifar10", epochs=4, batch_size=32)
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        fit_recipe(recipe, (x, y), (x[:16], y[:16]), out, extra_callbacks=[_Killer(after=1)], verbose=0)
+    first = read_history(f"{out}/history.csv")
+    assert [r["epoch"] for r in first] == [0, 1]
+    assert json.loads(open(f"{out}/run_config.json").read())["status"] == "training"
+    from qrobust_keras.models import load_model
+
+    after_two = load_model(f"{out}/last.h5").get_weights()
+
+    seen = _Seen()
+    model = fit_recipe(recipe, (x, y), (x[:16], y[:16]), out, extra_callbacks=[seen], verbose=0)
+    assert seen.epochs == [2, 3]  # resumed at the first unfinished epoch
+    rows = read_history(f"{out}/history.csv")
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert rows[:2] == first  # the finished epochs are kept as they were
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * 0.99 ** e for e in range(4)])
+    assert json.loads(open(f"{out}/run_config.json").read())["status"] == "complete"
+    # training continued from the checkpointed weights of epoch 2, not from a fresh initialisation
+    fresh = build_recipe(recipe)[0].get_weights()
+    moved_from_ckpt = sum(np.abs(a - b).sum() for a, b in zip(model.get_weights(), after_two))
+    moved_from_fresh = sum(np.abs(a - b).sum() for a, b in zip(model.get_weights(), fresh))
+    assert moved_from_ckpt < moved_from_fresh
+
+    seen_again = _Seen()
+    fit_recipe(recipe, (x, y), None, out, extra_callbacks=[seen_again], verbose=0)
+    assert seen_again.epochs == []  # a complete run is not trained again
+
+
+def test_resuming_with_a_different_recipe_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=32)
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        fit_recipe(get_recipe("mlcommons", epochs=2), (x, y), None, out, extra_callbacks=[_Killer(0)], verbose=0)
+    with pytest.raises(ValueError, match=r"different recipe \(fields \['batch_size'\] differ\)"):
+        fit_recipe(get_recipe("mlcommons", epochs=2, batch_size=16), (x, y), None, out, verbose=0)
