@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qrobust_keras.attacks._common import PredictFn, as_predict_fn
+from qrobust_keras.attacks._common import PredictFn, as_int_labels, as_predict_fn
 
 _TINY = 1e-30
 
@@ -80,6 +80,9 @@ class MarginLoss:
     def logits(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, np.float64)
         if self.probabilities is None:
+            if scores.ndim != 2:
+                raise ValueError(f"the model must return scores of shape (n, classes); got shape {scores.shape}")
+            as_int_labels(self.labels, len(self.labels), scores.shape[1], name="y")
             self.probabilities = looks_like_probabilities(scores)
         return np.log(np.maximum(scores, _TINY)) if self.probabilities else scores
 
