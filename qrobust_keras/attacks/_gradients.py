@@ -2,7 +2,7 @@
 
 Every iterative white-box attack compiles its *whole* inner loop (all steps of one restart) into one
 ``tf.function`` with a ``None`` batch dimension, so a batch costs one graph call and one trace per model and
-configuration. Compiled loops are cached per model (weakly) and reused across calls, batches and eps values.
+configuration. Compiled loops are cached on the model and reused across calls, batches and eps values.
 
 Inference vs stochastic mode: QKeras' stochastic quantizers (``stochastic_ternary``, ``stochastic_binary``) read the
 global Keras learning phase (``K.learning_phase()``), *not* the ``training`` argument: ``model(x, training=True)``
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -34,7 +33,7 @@ import numpy as np
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import logits_model
 
-_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_CACHE_ATTR = "_qrobust_attack_cache"
 
 LOSSES = ("ce", "dlr", "cw")
 
@@ -50,14 +49,17 @@ def require_keras_model(model: Any, attack: str) -> keras.Model:
 
 
 def _model_cache(model: keras.Model) -> dict:
-    try:
-        return _CACHE.setdefault(model, {})
-    except TypeError:  # unhashable or not weak-referenceable: no caching
-        return {}
+    # Stored on the model itself, bypassing Keras' attribute tracking: the compiled functions reference the model,
+    # so a weak-keyed global table would keep every model alive; as an attribute the cache dies with the model.
+    table = model.__dict__.get(_CACHE_ATTR)
+    if table is None:
+        table = {}
+        object.__setattr__(model, _CACHE_ATTR, table)
+    return table
 
 
 def cached(model: keras.Model, key: tuple, build: Callable[[], Any]) -> Any:
-    """Return ``build()`` cached per model under ``key`` (weakly keyed: dies with the model)."""
+    """Return ``build()`` cached per model under ``key`` (the cache lives and dies with the model)."""
     table = _model_cache(model)
     if key not in table:
         table[key] = build()
@@ -262,10 +264,15 @@ def x_signature(x: np.ndarray) -> tf.TensorSpec:
     return tf.TensorSpec([None] + list(x.shape[1:]), tf.float32)
 
 
+def forward_fn(model: keras.Model) -> Callable:
+    """Compiled inference-mode forward pass to the logits, cached per model (traced once per input shape)."""
+    lm = get_logits_model(model)
+    return cached(model, ("forward",), lambda: tf.function(lambda t: lm(t, training=False), reduce_retracing=True))
+
+
 def predict_labels(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Argmax labels of the inference-mode model (compiled, cached per model)."""
-    lm = get_logits_model(model)
-    fwd = cached(model, ("forward",), lambda: tf.function(lambda t: lm(t, training=False), reduce_retracing=True))
+    fwd = forward_fn(model)
     out = [fwd(tf.constant(x[i:i + batch_size])).numpy().argmax(axis=1) for i in range(0, len(x), batch_size)]
     return np.concatenate(out).astype(np.int64)
 

@@ -98,7 +98,7 @@ def _build_loop(model: keras.Model, *, steps: int, norm: str, loss: str, targete
             x_adv = x_adv + step_size * G.normalize_tf(grad, norm)
             x_adv = tf.clip_by_value(G.project_tf(x, x_adv, eps, norm), clip_lo, clip_hi)
         logits = lm(x_adv, training=False)
-        final_loss = G.per_sample_loss(logits, y, "ce", targeted, n_classes)
+        final_loss = G.per_sample_loss(logits, y, "ce" if loss == "dlr" and targeted else loss, targeted, n_classes)
         success = G.is_success(logits, y, targeted)
         found_any = tf.logical_or(found, success)
         keep_final = tf.logical_or(success, tf.logical_not(found))

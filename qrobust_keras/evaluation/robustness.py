@@ -134,7 +134,15 @@ def evaluate_robustness(
         raise ValueError(f"batch_size must be a positive integer or None; got batch_size={batch_size!r}")
 
     start_all = time.perf_counter()
-    predict = as_predict_fn(model, batch_size or 256)
+    if keras_model:
+        # Scores from the cached compiled forward pass the attacks also use (logits: same argmax as the softmax).
+        from qrobust_keras.attacks._common import PredictFn
+        from qrobust_keras.attacks._gradients import forward_fn
+
+        forward = forward_fn(model)
+        predict = PredictFn(lambda a: forward(a).numpy(), batch_size or 256, name=model.name)
+    else:
+        predict = as_predict_fn(model, batch_size or 256)
     scores = predict(x_all)
     if keras_model:
         from qrobust_keras.attacks._common import as_int_labels
