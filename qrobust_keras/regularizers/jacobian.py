@@ -96,8 +96,8 @@ def resolve_layers(model: keras.Model, layers: LayersArg = "output", weight: flo
         model: a functional or Sequential Keras/QKeras model.
         layers: ``"output"`` (the logits, taken before the softmax), ``"all"`` (the output of every layer with a
             kernel - Dense, Conv, DepthwiseConv and their QKeras versions - and of every QActivation except a
-            softmax, in model order; a final ``Dense(activation="softmax")`` contributes its logits), a list of layer
-            names, or a dict ``name -> lambda_l``.
+            softmax, in model order; a final ``Dense(activation="softmax")`` contributes its logits; layers inside
+            nested sub-models are not searched), a list of layer names, or a dict ``name -> lambda_l``.
         weight: the lambda of every layer for ``"output"``, ``"all"`` and lists (default 0.01); must be left ``None``
             with a dict, whose values are the per-layer lambdas.
 
@@ -589,7 +589,7 @@ class JacobianRegularization(TrainStepHook):
     def on_train_batch_begin(self, batch, logs=None):
         if not self._exact_or_per_layer:
             every = self.log_layers_every
-            self._log_now.assign(bool(batch == 0 and every > 0) or bool(every > 0 and batch % every == 0))
+            self._log_now.assign(every > 0 and batch % every == 0)  # batch 0 of every epoch included
 
     def feature_tensors(self, model):
         return {name: tensor for name, tensor, _ in self._resolved}
