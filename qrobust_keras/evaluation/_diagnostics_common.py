@@ -78,7 +78,7 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
             high is None or value <= high)
     if not ok:
         lo = "(" if low_open else "["
-        rng = f"{lo}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}]"
+        rng = f"{lo}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
         raise ValueError(f"{name} must be a finite number in {rng}; got {name}={value!r}")
     return value
 
