@@ -22,7 +22,7 @@ from fractions import Fraction
 
 __all__ = ["main", "build_parser", "parse_eps", "parse_eps_list", "load_dataset", "DataSpec"]
 
-WHITE_BOX = ("fgsm", "bim", "pgd", "mim", "apgd", "cw_l2")
+WHITE_BOX = ("fgsm", "bim", "pgd", "mim", "apgd", "apgd-ce", "apgd-dlr", "cw_l2")
 BLACK_BOX = ("square", "spsa")
 ATTACKS = WHITE_BOX + BLACK_BOX
 
@@ -208,89 +208,74 @@ def _load_any_model(path: str):
     return "keras", load_model(path, compile=False)
 
 
-def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float], *, steps: int = 20,
-                queries: int = 1000, seed: int = 0, verbose: int = 0, batch_size: int = 256,
-                clip_range: tuple[float, float] = (0.0, 1.0)) -> dict:
+def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float], *, steps: int | None = None,
+                queries: int | None = None, seed: int = 0, verbose: int = 0, batch_size: int = 256,
+                clip_range: tuple[float, float] = (0.0, 1.0), scale: str = "image") -> dict:
     """Robust accuracy of ``model`` per attack and budget, and the per-sample worst case over attacks.
 
-    A sample counts as robust at ``eps`` under the worst case only when it is classified correctly clean and
-    under every attack at that ``eps``. C&W-L2 minimizes the L2 distortion without an L-inf budget: it runs once
-    and a sample counts as broken at ``eps`` when the C&W example is misclassified within L-inf distance ``eps``.
+    L-inf attacks run through :func:`qrobust_keras.evaluation.evaluate_robustness` (registry defaults of ``scale``;
+    ``steps`` overrides the iterations of fgsm-family/APGD attacks, ``queries`` the Square budget). A sample counts
+    as robust at ``eps`` under the worst case only when it is classified correctly clean and under every attack at
+    that ``eps``. C&W-L2 minimizes the L2 distortion and has no L-inf budget: it runs once (registry defaults) and a
+    sample counts as broken at ``eps`` when its C&W example is misclassified within L-inf distance ``eps``.
 
     Returns:
-        ``{"clean": acc, "n": n, "results": {attack: {eps_label: acc}}, "worst": {eps_label: acc}, "attacks":
-        settings}`` with accuracies in [0, 1].
+        ``{"n", "clean", "results": {attack: {eps_label: acc}}, "worst": {eps_label: acc}, "eps", "attacks":
+        settings, "robustness_report": RobustnessReport.to_dict()}`` with accuracies in [0, 1].
     """
     import numpy as np
 
-    from qrobust_keras import attacks as A
+    from qrobust_keras.attacks import registry
+    from qrobust_keras.evaluation import evaluate_robustness
 
     if kind == "tflite":
         white = [a for a in attacks if a in WHITE_BOX]
         if white:
             raise ValueError(f"attacks {white} need gradients; a .tflite file can only be attacked with black-box "
                              f"attacks ({', '.join(BLACK_BOX)}) or by transfer from its Keras model")
-
-    def predict(z):
-        return model.predict(z, batch_size=batch_size, verbose=0) if kind == "keras" else model.predict(z)
-
     lo, hi = clip_range
-    clean_ok = predict(x).argmax(1) == y
-    robust = {e: clean_ok.copy() for e in eps_list}
-    results: dict = {}
-    settings: dict = {}
-    for name in attacks:
-        results[name] = {}
-        if name == "cw_l2":
-            import importlib
-
-            cw = importlib.import_module("qrobust_keras.attacks.cw").cw_l2
-            settings[name] = {"steps": 100, "binary_search_steps": 5, "note": "L2 attack scored by L-inf distance"}
-            x_adv = cw(model, x, y, steps=100, binary_search_steps=5, clip_min=lo, clip_max=hi, seed=seed,
-                       batch_size=batch_size, verbose=verbose)
-            fooled = predict(x_adv).argmax(1) != y
-            linf = np.abs(x_adv - x).reshape(len(x), -1).max(1)
-            for e in eps_list:
-                ok = clean_ok & ~(fooled & (linf <= e + 1e-7))
-                results[name][eps_label(e)] = float(ok.mean())
-                robust[e] &= ok
-            continue
+    linf = [registry.canonical_name(a) for a in attacks if a != "cw_l2"]
+    overrides: dict = {}
+    for name in linf:
+        if steps is not None and name in ("bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "spsa"):
+            overrides[name] = {"steps": int(steps)}
+        if queries is not None and name == "square":
+            overrides[name] = {"queries": int(queries)}
+    y = np.asarray(y)
+    predict_model = model
+    report = None
+    if linf:
+        report = evaluate_robustness(model, x, y, attacks=linf, eps=list(eps_list), seed=seed, verbose=verbose,
+                                     attack_kwargs=overrides, scale=scale, clip_min=lo, clip_max=hi,
+                                     batch_size=batch_size if kind == "keras" else None)
+        clean_ok = np.asarray(report.clean_correct, bool)
+        robust = {e: np.asarray(mask, bool) for e, mask in zip(eps_list, report.robust)}
+        results = {name: {eps_label(e): float(acc) for e, acc in zip(eps_list, report.accuracy[name])}
+                   for name in linf}
+        settings = {name: {eps_label(e): registry.attack_kwargs(name, eps=e, scale=scale,
+                                                                overrides=overrides.get(name)) for e in eps_list}
+                    for name in linf}
+    else:
+        scores = model.predict(x, batch_size=batch_size, verbose=0) if kind == "keras" else model.predict(x)
+        clean_ok = scores.argmax(1) == y
+        robust = {e: clean_ok.copy() for e in eps_list}
+        results, settings = {}, {}
+    if "cw_l2" in attacks:
+        x_adv = registry.run_attack("cw_l2", predict_model, x, y, None, norm="2", scale=scale, seed=seed,
+                                    clip_min=lo, clip_max=hi, batch_size=batch_size)
+        x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv
+        fooled = predict_model.predict(x_adv, batch_size=batch_size, verbose=0).argmax(1) != y
+        dist = np.abs(x_adv - x).reshape(len(x), -1).max(1)
+        results["cw_l2"] = {}
         for e in eps_list:
-            kw = dict(clip_min=lo, clip_max=hi, seed=seed, verbose=verbose)
-            if name == "fgsm":
-                x_adv = A.fgsm(model, x, y, eps=e, batch_size=batch_size, **kw)
-                settings[name] = {}
-            elif name in ("pgd", "bim", "mim"):
-                x_adv = getattr(A, name)(model, x, y, eps=e, steps=steps, batch_size=batch_size, **kw)
-                settings[name] = {"steps": steps, "step_size": "eps/4"}
-            elif name == "apgd":
-                import importlib
-
-                apgd = importlib.import_module("qrobust_keras.attacks.apgd").apgd
-                x_adv = apgd(model, x, y, eps=e, steps=max(steps, 10), batch_size=batch_size, **kw)
-                settings[name] = {"steps": max(steps, 10), "loss": "ce"}
-            elif name == "square":
-                import importlib
-
-                square = importlib.import_module("qrobust_keras.attacks.square").square
-                target = model if kind == "keras" else model.predict
-                x_adv = square(target, x, y, eps=e, queries=queries, batch_size=batch_size, **kw)
-                settings[name] = {"queries": queries}
-            elif name == "spsa":
-                import importlib
-
-                spsa = importlib.import_module("qrobust_keras.attacks.spsa").spsa
-                target = model if kind == "keras" else model.predict
-                x_adv = spsa(target, x, y, eps=e, steps=steps, clip_min=lo, clip_max=hi, seed=seed)
-                settings[name] = {"steps": steps, "spsa_samples": 128}
-            else:  # pragma: no cover - parse_attacks guards the names
-                raise ValueError(name)
-            ok = clean_ok & (predict(x_adv).argmax(1) == y)
-            results[name][eps_label(e)] = float(ok.mean())
+            ok = clean_ok & ~(fooled & (dist <= e + 1e-7))
+            results["cw_l2"][eps_label(e)] = float(ok.mean())
             robust[e] &= ok
+        settings["cw_l2"] = dict(registry.attack_kwargs("cw_l2", eps=None, scale=scale),
+                                 note="L2 attack; broken at eps when misclassified within L-inf distance eps")
     return {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results,
             "worst": {eps_label(e): float(robust[e].mean()) for e in eps_list}, "eps": [float(e) for e in eps_list],
-            "attacks": settings}
+            "attacks": settings, "robustness_report": None if report is None else report.to_dict()}
 
 
 def evaluation_markdown(ev: dict, title: str) -> str:
@@ -355,7 +340,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"qrobust {args.command}: {args.model} ({kind}) on {len(x)} samples of {data.source}; attacks "
               f"{', '.join(attacks)}; eps {', '.join(eps_label(e) for e in args.eps)}")
     ev = run_attacks(model, kind, x, np.asarray(y), attacks, args.eps, steps=args.steps, queries=args.queries,
-                     seed=args.seed, verbose=max(0, args.verbose - 1), clip_range=clip)
+                     seed=args.seed, verbose=max(0, args.verbose - 1), clip_range=clip,
+                     scale="audio" if args.dataset == "speech_commands" else "image")
     ev.update(model=os.path.abspath(args.model), model_kind=kind, data=data.describe())
     os.makedirs(args.out, exist_ok=True)
     name = os.path.splitext(os.path.basename(os.path.normpath(args.model)))[0]
@@ -590,8 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated L-inf budgets as fractions or decimals (default 2/255,8/255)")
         p.add_argument("-n", "--n", type=int, default=500, help="test samples (default 500; first n of a seeded "
                                                                 "permutation)")
-        p.add_argument("--steps", type=int, default=20, help="iterations of iterative attacks (default 20)")
-        p.add_argument("--queries", type=int, default=1000, help="Square attack queries per sample (default 1000)")
+        p.add_argument("--steps", type=int, default=None,
+                       help="iterations of PGD/BIM/MIM/APGD/SPSA (default: the attack registry's: PGD 20, APGD 100)")
+        p.add_argument("--queries", type=int, default=None,
+                       help="Square attack queries per sample (default: the registry's 1000)")
         p.add_argument("--out", default="report", help="report folder (default report)")
         _add_common(p)
         p.set_defaults(func=_cmd_evaluate)
