@@ -202,7 +202,8 @@ def evaluate_robustness(
         robust_acc.append(float(robust.sum()) / count)
 
     report = RobustnessReport(
-        model=model_name or getattr(model, "name", None) or type(model).__name__,
+        model=model_name or getattr(model, "name", None) or getattr(model, "__name__", None)
+        or type(model).__name__,
         n=count, norm=norm, eps=[float(e) for e in eps_list], attacks=names,
         clean_accuracy=float(clean_correct.mean()), accuracy=accuracy, robust_accuracy=robust_acc,
         mean_norm=mean_norm, queries=queries, seconds=seconds, total_seconds=0.0,

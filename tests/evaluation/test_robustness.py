@@ -107,3 +107,25 @@ def test_bad_data(eval_setup):
         evaluate_robustness(model, x, y[:-1], attacks=["fgsm"], eps=[0.01], verbose=0)
     with pytest.raises(ValueError, match="divide uint8"):
         evaluate_robustness(model, x * 255, y, attacks=["fgsm"], eps=[0.01], verbose=0)
+
+
+def test_black_box_evaluation_of_a_predict_function(eval_setup):
+    from qrobust_keras._keras import tf
+
+    model, x, y = eval_setup
+    calls = []
+    forward = tf.function(lambda t: model(t, training=False))
+
+    def predict(batch):  # returns numpy: no gradients can flow through it
+        calls.append(len(batch))
+        return forward(tf.constant(np.asarray(batch, np.float32))).numpy()
+
+    rep = evaluate_robustness(predict, x, y, attacks=["square", "spsa"], eps=[1 / 255, 2 / 255], n=40,
+                              scale="quick", verbose=0, attack_kwargs={"spsa": {"steps": 5, "spsa_samples": 8}})
+    assert rep.model == "predict"
+    for i in range(2):
+        assert rep.robust_accuracy[i] <= min(rep.accuracy["square"][i], rep.accuracy["spsa"][i])
+        assert rep.accuracy["square"][i] <= rep.clean_accuracy
+        assert 0 < rep.queries["square"][i] <= 200  # quick scale: at most 200 queries per sample
+    assert rep.robust_accuracy[1] < rep.clean_accuracy
+    assert sum(calls) > 40 * 2  # the attacks queried the function
