@@ -116,11 +116,7 @@ def one_hot_labels(predict: PredictFn) -> PredictFn:
         out[np.arange(len(scores)), scores.argmax(axis=1)] = 1.0
         return out
 
-    return PredictFn(fn, batch_size=max(len_or(predict.batch_size), 1), name=f"labels({predict.name})")
-
-
-def len_or(value: Any, default: int = 256) -> int:
-    return int(value) if isinstance(value, (int, np.integer)) else default
+    return PredictFn(fn, batch_size=predict.batch_size, name=f"labels({predict.name})")
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
