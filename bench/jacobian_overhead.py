@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras, tf

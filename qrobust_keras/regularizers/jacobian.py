@@ -34,7 +34,7 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models.heads import _LinearView, ends_in_softmax, logits_model
+from qrobust_keras.models.heads import _LinearView, logits_model
 from qrobust_keras.training.step import StepContext, TrainStepHook
 
 __all__ = ["JacobianRegularization", "jacobian_norm", "jacobian_penalty", "resolve_layers"]

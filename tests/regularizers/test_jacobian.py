@@ -1,4 +1,4 @@
-"""Tests of qrobust_keras/regularizers/jacobian.py: estimator, penalty gradients, the callback, QKeras, bad arguments."""
+"""Tests of qrobust_keras/regularizers/jacobian.py: estimators, penalty gradients, the callback, QKeras, errors."""
 
 import numpy as np
 import pytest
