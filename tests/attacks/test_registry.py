@@ -39,3 +39,15 @@ def test_run_attack_dispatches_with_defaults(small_model, attack_set):
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="supports norm 2"):
         registry.run_attack("cw_l2", small_model, x[:2], y[:2], 0.1, norm="inf")
+
+
+@pytest.mark.parametrize("scale", registry.SCALES)
+def test_every_default_is_an_argument_of_its_attack(scale):
+    import inspect
+
+    for name in registry.list_attacks():
+        params = inspect.signature(registry.get_attack(name).load()).parameters
+        shared = {"eps", "norm", "seed", "verbose", "return_info", "targeted", "clip_min", "clip_max"}
+        kwargs = registry.attack_kwargs(name, eps=0.01, scale=scale)
+        missing = (set(kwargs) | shared) - set(params)
+        assert not missing, f"{name} ({scale}) does not accept {missing}"
