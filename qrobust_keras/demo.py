@@ -38,16 +38,16 @@ __all__ = ["run_demo", "DemoConfig", "synthetic_images", "find_demo_data"]
 class DemoConfig:
     """Sizes of a demo run (full: a few minutes on 2 cores; quick: CI)."""
 
-    n_train: int = 10000
+    n_train: int = 8000
     n_test: int = 500
-    float_epochs: int = 10
-    robust_epochs: int = 10
+    float_epochs: int = 8
+    robust_epochs: int = 8
     eps: tuple = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
     attacks: tuple = ("fgsm", "pgd", "square")
     pgd_steps: int = 10
-    square_queries: int = 300
+    square_queries: int = 200
     n_tflm: int = 100
-    n_file_attack: int = 200
+    n_file_attack: int = 100
 
     @classmethod
     def quick(cls) -> "DemoConfig":
