@@ -134,7 +134,15 @@ def resolve_layers(model: keras.Model, layers: LayersArg = "output", weight: flo
             raise TypeError(
                 f"layers must be 'output', 'all', a list of layer names or a dict name -> lambda; got {layers!r}"
             )
-    logits_tensor, logits_name, logits_owner = _logits(model)
+    if len(model.outputs) == 1:
+        logits_tensor, logits_name, logits_owner = _logits(model)
+    elif spec == "output":
+        raise ValueError(
+            f"layers='output' needs a single-output model; model {model.name!r} has {len(model.outputs)} outputs. "
+            "Name the layers to regularize (their pre-softmax layers for classification heads)"
+        )
+    else:
+        logits_tensor, logits_name, logits_owner = None, None, None  # several heads: layer outputs as they are
     if spec == "output":
         return [(logits_name, logits_tensor, lam)]
     if spec == "all":

@@ -370,3 +370,7 @@ def test_bad_arguments_give_clear_errors():
         resolve_layers(model, [model.layers[0].name])
     with pytest.raises(ValueError, match="n_proj"):
         jacobian_norm(model, x, n_proj=0)
+    two_heads = keras.Model(model.inputs, [model.output, model.get_layer("fc").output])
+    with pytest.raises(ValueError, match="layers='output' needs a single-output model.*2 outputs"):
+        resolve_layers(two_heads, "output")
+    assert [n for n, _, _ in resolve_layers(two_heads, "all")] == ["fc", "logits"]
