@@ -477,6 +477,9 @@ class JacobianRegularization(TrainStepHook):
         log_layers_every: with ``"fused"``, log ``jr/<layer>`` every this many batches (0: never).
         seed: seed of the projections (default: drawn from numpy's global generator when training starts).
         projection: ``"rademacher"`` or ``"sphere"`` (see above).
+        every: lazy regularization (Karras et al. 2020, arXiv 1912.04958, for their R1 penalty): add ``every * R``
+            on every ``every``-th optimizer step and nothing on the others - the same penalty on average over steps,
+            for about ``1/every`` of the extra cost. 1 (default): every step.
 
     Raises:
         ValueError: negative or non-finite weights, ``n_proj`` not >= 1 or -1, unknown estimator, unknown or
@@ -497,6 +500,7 @@ class JacobianRegularization(TrainStepHook):
         log_layers_every: int = 25,
         seed: int | None = None,
         projection: str = "rademacher",
+        every: int = 1,
     ):
         super().__init__()
         if weight is not None:
@@ -528,6 +532,9 @@ class JacobianRegularization(TrainStepHook):
         self.n_proj = _check_n_proj(n_proj)
         self.estimator = _check_estimator(estimator)
         self.projection = _check_projection(projection)
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"every must be an integer >= 1 (regularize every k-th step); got every={every!r}")
+        self.every = int(every)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) or warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be an integer >= 0; got warmup_epochs={warmup_epochs!r}")
         self.warmup_epochs = int(warmup_epochs)
@@ -547,7 +554,7 @@ class JacobianRegularization(TrainStepHook):
         return {
             "weight": self.weight, "layers": self.layers, "n_proj": self.n_proj, "estimator": self.estimator,
             "warmup_epochs": self.warmup_epochs, "log_layers_every": self.log_layers_every, "seed": self.seed,
-            "projection": self.projection,
+            "projection": self.projection, "every": self.every,
         }
 
     @classmethod
@@ -613,14 +620,25 @@ class JacobianRegularization(TrainStepHook):
                     f"JacobianRegularization needs float inputs to differentiate with respect to; got {s.dtype}"
                 )
         key = _fold(_fold(self._key, ctx.step), ctx.replica_id)
-        weighted, per_layer = _sq_norm_terms(
-            ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, False, self.projection
-        )
-        penalty = self._scale * 0.5 * tf.reduce_mean(weighted)
+        n_layer_vals = len(feats) if self._exact_or_per_layer else 0
+
+        def regularize():
+            weighted, per_layer = _sq_norm_terms(
+                ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, False, self.projection
+            )
+            return [0.5 * tf.reduce_mean(weighted)] + [0.5 * tf.reduce_mean(s) for s in (per_layer or [])]
+
+        if self.every == 1:
+            vals, active = regularize(), 1.0
+        else:  # lazy regularization: every k-th step, k times stronger
+            on = tf.equal(ctx.step % self.every, 0)
+            vals = tf.cond(on, regularize, lambda: [tf.zeros([], tf.float32)] * (1 + n_layer_vals))
+            active = tf.cast(on, tf.float32)
+        penalty = self._scale * float(self.every) * vals[0]
         self._jr.update_state(penalty)
-        if per_layer is not None:
-            for m, s in zip(self._jr_layers, per_layer):
-                m.update_state(0.5 * tf.reduce_mean(s))
+        if n_layer_vals:
+            for m, v in zip(self._jr_layers, vals[1:]):
+                m.update_state(v, sample_weight=active)
         elif self.log_layers_every > 0:
             def log_layers():
                 with ctx.outer_tape.stop_recording():

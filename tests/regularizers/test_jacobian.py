@@ -194,6 +194,26 @@ def test_fit_step_equals_manual_sgd_step_with_sample_weight():
         float(jacobian_penalty(ref, x, "all", weight=0.3, n_proj=-1, training=True)), rel=1e-3)
 
 
+def test_lazy_every_second_step_equals_manual_steps():
+    """every=2: step 0 adds 2 * lambda * R, step 1 is a plain step (Karras et al. 2020 lazy regularization)."""
+    x, y, _ = _batch(32)
+    ref, model = mlp(), mlp()
+    for i, factor in enumerate((2 * 0.3, 0.0)):
+        xb, yb = x[16 * i:16 * (i + 1)], y[16 * i:16 * (i + 1)]
+        with tf.GradientTape() as tape:
+            loss = ref.compute_loss(xb, tf.constant(yb), ref(xb, training=True))
+            loss = loss + factor * jacobian_penalty(ref, xb, "all", weight=1.0, n_proj=-1, training=True)
+        grads = tape.gradient(loss, ref.trainable_variables)
+        ref.optimizer.apply_gradients(zip(grads, ref.trainable_variables))
+        if i == 0:
+            r0 = float(jacobian_penalty(model, xb, "all", weight=0.3, n_proj=-1, training=True))
+    h = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[JacobianRegularization(0.3, "all", n_proj=-1, every=2)])
+    for got, want in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(got, want, atol=2e-6)
+    assert h.history["jr"][0] == pytest.approx(2 * r0 / 2, rel=1e-3)  # mean over both steps of the added penalty
+
+
 def test_class_weight_tf_data_and_validation():
     x, y, _ = _batch(64)
     cw = {0: 2.0, 1: 0.5, 2: 1.0}
@@ -357,6 +377,8 @@ def test_bad_arguments_give_clear_errors():
         JacobianRegularization(layers="fc")
     with pytest.raises(ValueError, match="cannot be combined with a dict"):
         JacobianRegularization(weight=0.1, layers={"fc": 0.1})
+    with pytest.raises(ValueError, match=r"every must be an integer >= 1.*every=0"):
+        JacobianRegularization(every=0)
     with pytest.raises(ValueError, match="warmup_epochs must be an integer >= 0"):
         JacobianRegularization(warmup_epochs=-1)
     model = mlp()
