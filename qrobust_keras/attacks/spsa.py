@@ -118,6 +118,9 @@ def spsa(
     invariant to a constant gradient scale, so the direction survives, but the scale is wrong wherever it matters
     (Adam's epsilon, any non-adaptive optimiser, users reading the estimate). Here the finite difference is divided
     by ``2 delta`` and the iterations are averaged, so the estimate is unbiased for linear losses (tested).
+    A second problem of cleverhans 4.0 under tf-keras >= 2.11: ``SPSAAdam(lr=...)`` passes the removed ``lr``
+    argument, which tf-keras ignores with a warning, so cleverhans' SPSA silently runs at Adam's default 0.001
+    whatever ``learning_rate`` is given (10x smaller than its default 0.01). Ours uses ``step_size`` as given.
 
     Args:
         model_or_predict_fn: Keras model, object with ``predict(x) -> scores``, or callable ``f(x) -> scores``.

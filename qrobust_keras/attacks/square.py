@@ -183,7 +183,7 @@ def square(
             pool.append(pending.pop())
         idx = np.asarray(pool, np.int64)
         first = used[idx] == 0  # new samples: score the clean input and the initial perturbation
-        cand = x_best[idx].copy()
+        cand = x_best[idx]  # fancy indexing: a copy
         fi = np.flatnonzero(first)
         init = None
         if fi.size and queries >= 2:
@@ -203,7 +203,7 @@ def square(
             for s in np.unique(s_all):
                 sel = rest[s_all == s]
                 if norm == "inf":
-                    cand[sel] = _step_linf(rng, xs[idx[sel]], x_best[idx[sel]], lo[idx[sel]], hi[idx[sel]], int(s))
+                    _step_linf(rng, cand, sel, idx[sel], lo, hi, int(s))
                 else:
                     cand[sel] = _step_l2(rng, xs[idx[sel]], x_best[idx[sel]], eps, int(s), clip_min, clip_max)
         batch = cand if init is None else np.concatenate([cand, init])
@@ -246,14 +246,16 @@ def _init_linf(rng, x, eps, clip_min, clip_max, lo, hi) -> np.ndarray:
     return np.where(up, hi, lo)
 
 
-def _step_linf(rng, x, x_best, lo, hi, s) -> np.ndarray:
-    """One L-inf Square proposal per sample: one s x s window, one random sign per channel, set to the box ends."""
-    m, h, w, c = x.shape
-    rows, cols = _windows(rng, m, s, h, w)
-    ii = np.arange(m)[:, None, None]
-    rr, cc = rows[:, :, None], cols[:, None, :]
-    cur = x_best[ii, rr, cc]  # (m, s, s, c)
-    lo_w, hi_w = lo[ii, rr, cc], hi[ii, rr, cc]
+def _step_linf(rng, cand, rows, ids, lo, hi, s) -> None:
+    """L-inf Square proposals, in place: in ``cand[rows]`` (the current points of samples ``ids``) one random s x s
+    window per sample, with one random sign per channel, is set to the exact box ends ``hi``/``lo``."""
+    m = len(rows)
+    _, h, w, c = cand.shape
+    r, cl = _windows(rng, m, s, h, w)
+    rr, cc = r[:, :, None], cl[:, None, :]
+    cur = cand[rows[:, None, None], rr, cc]  # (m, s, s, c)
+    gi = ids[:, None, None]
+    lo_w, hi_w = lo[gi, rr, cc], hi[gi, rr, cc]
     up = rng.random((m, 1, 1, c)) < 0.5
     new = np.where(up, hi_w, lo_w)
     # As in the authors' code: redraw the signs where the window would not change (up to 10 times).
@@ -263,9 +265,7 @@ def _step_linf(rng, x, x_best, lo, hi, s) -> np.ndarray:
             break
         up[same] = rng.random((int(same.sum()), 1, 1, c)) < 0.5
         new = np.where(up, hi_w, lo_w)
-    out = x_best.copy()
-    out[ii, rr, cc] = new
-    return out
+    cand[rows[:, None, None], rr, cc] = new
 
 
 def _init_l2(rng, x, eps, clip_min, clip_max) -> np.ndarray:
