@@ -307,6 +307,16 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
     bn_of = {id(w): bn for bn_id, w in fold_bn.items() for bn in model.layers if id(bn) == bn_id}
 
     new_weights: dict = {}   # new layer name -> weights list
+    mean_pools: dict = {}    # id(global AveragePooling2D fed by a QActivation) -> its single Flatten consumer or None
+    for layer in model.layers:
+        if type(layer).__name__ == "AveragePooling2D" and _is_global_pool(layer) and any(
+                type(p).__name__ == "QActivation" for p in _inbound_layers(layer)):
+            children = [child for child in model.layers for node in child._inbound_nodes
+                        if any(p.layer is layer for p in node.parent_nodes)]
+            single_flatten = len(children) == 1 and type(children[0]).__name__ == "Flatten" and len(
+                children[0]._inbound_nodes) == 1
+            mean_pools[id(layer)] = children[0] if single_flatten else None
+    dropped_flatten = {id(f) for f in mean_pools.values() if f is not None}
 
     def clone_fn(layer: Any) -> keras.layers.Layer:
         kind = type(layer).__name__
@@ -350,12 +360,14 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
                 return keras.layers.Activation(quantizer, name=layer.name)
             new = _activation_layer(quantizer, layer.name, plan, relu_clip)
             return new if new is not None else keras.layers.Activation("linear", name=layer.name)
-        if kind == "AveragePooling2D" and _is_global_pool(layer) and any(
-                type(p).__name__ == "QActivation" for p in _inbound_layers(layer)):
+        if id(layer) in mean_pools:
             # TFLite's int8 AVERAGE_POOL_2D must keep its input's scale; MEAN requantizes, so an exact activation
-            # grid in front of the pool does not round the average to that grid.
-            plan.replaced[layer.name] = "AveragePooling2D -> GlobalAveragePooling2D(keepdims=True)"
-            return keras.layers.GlobalAveragePooling2D(keepdims=True, name=layer.name)
+            # grid in front of the pool does not round the average to that grid. The Flatten after it is dropped.
+            plan.replaced[layer.name] = "AveragePooling2D -> GlobalAveragePooling2D"
+            return keras.layers.GlobalAveragePooling2D(keepdims=mean_pools[id(layer)] is None, name=layer.name)
+        if id(layer) in dropped_flatten:
+            plan.folded[layer.name] = "pool"
+            return keras.layers.Activation("linear", name=layer.name)
         new = type(layer).from_config(layer.get_config())
         if layer.weights:
             new_weights[layer.name] = layer.get_weights()
