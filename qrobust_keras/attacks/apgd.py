@@ -163,6 +163,7 @@ def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: 
     steps = check_int("steps", steps)
     restarts = check_int("restarts", restarts)
     eot = check_int("eot", eot)
+    seed = check_int("seed", seed, minimum=0)
     key = ("apgd", steps, norm, loss, targeted, eot, x.shape[1:])
     build = lambda: _build_apgd(model, steps=steps, norm=norm, loss=loss, targeted=targeted,  # noqa: E731
                                 eot=eot, x_spec=G.x_signature(x))

@@ -115,6 +115,7 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
                          seed: int, verbose: int, rand_init: bool, restarts: int, decay: float | None, eot: int,
                          name: str, loss: str = "ce") -> tuple[np.ndarray, AttackInfo]:
     """Engine of fgsm/bim/pgd/mim on validated inputs: iterated steepest-ascent steps, projection, restarts."""
+    seed = check_int("seed", seed, minimum=0)
     key = ("sign", steps, norm, loss, targeted, eot, decay, x.shape[1:])
     build = lambda: _build_loop(model, steps=steps, norm=norm, loss=loss, targeted=targeted,  # noqa: E731
                                 eot=eot, decay=decay, x_spec=G.x_signature(x))
@@ -195,12 +196,16 @@ def pgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: A
         ValueError: bad eps, norm, range, labels, steps or step_size.
         TypeError: ``model`` is not a Keras model (use a black-box attack).
     """
-    model, x, y, norm, _ = prepare(model, x, y, eps, norm, targeted, clip_min, clip_max, batch_size, "pgd")
+    model, x, y, norm, n_classes = prepare(model, x, y, eps, norm, targeted, clip_min, clip_max, batch_size, "pgd")
     steps = check_int("steps", steps)
     restarts = check_int("restarts", restarts)
     eot = check_int("eot", eot)
     if loss not in G.LOSSES:
         raise ValueError(f"loss must be one of {G.LOSSES}; got loss={loss!r}")
+    if loss == "dlr" and targeted:
+        raise ValueError("pgd with loss='dlr' is untargeted only; use apgd(..., loss='dlr', targeted=True, y_true=...)")
+    if loss == "dlr" and n_classes < 3:
+        raise ValueError(f"the DLR loss needs >= 3 classes; the model has {n_classes} (use loss='ce')")
     step_size = eps / 4 if step_size is None else check_positive("step_size", step_size)
     x_adv, info = sign_gradient_attack(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
                                        targeted=targeted, clip_min=clip_min, clip_max=clip_max,

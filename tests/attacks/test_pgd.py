@@ -119,6 +119,9 @@ BAD = [
     (dict(step_size=-1.0), "step_size"),
     (dict(batch_size=0), "batch_size"),
     (dict(restarts=0), "restarts"),
+    (dict(seed=-1), "seed"),
+    (dict(loss="hinge"), "loss"),
+    (dict(loss="dlr", targeted=True), "untargeted only"),
 ]
 
 
