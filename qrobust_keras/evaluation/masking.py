@@ -159,18 +159,25 @@ def input_gradients(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 
     A gradient that does not exist (no differentiable path from the input) is returned as zeros.
     """
     from qrobust_keras._keras import tf
-    from qrobust_keras.attacks._gradients import get_logits_model, stochastic_scope
+    from qrobust_keras.attacks._gradients import cached, get_logits_model, stochastic_scope
 
     lm = get_logits_model(model)
 
-    @tf.function(reduce_retracing=True)
-    def grad_fn(xb, yb):
-        with tf.GradientTape() as tape:
-            tape.watch(xb)
-            logits = lm(xb, training=False)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
-        g = tape.gradient(loss, xb)
-        return tf.zeros_like(xb) if g is None else g
+    def build():
+        @tf.function(reduce_retracing=True)
+        def grad_fn(xb, yb):
+            with tf.GradientTape() as tape:
+                tape.watch(xb)
+                logits = lm(xb, training=False)
+                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
+            g = tape.gradient(loss, xb)
+            return tf.zeros_like(xb) if g is None else g
+
+        return grad_fn
+
+    # Compiled once per model and mode (weakly cached with the model); the stochastic variant is traced inside the
+    # learning-phase-1 scope, so it never shares a graph with the deterministic one.
+    grad_fn = cached(model, ("qrk_input_gradients", eot > 1), build)
 
     out = np.zeros_like(x, dtype=np.float32)
     for start in range(0, len(x), batch_size):
