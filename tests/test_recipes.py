@@ -59,6 +59,11 @@ def test_stq_jr_at_adds_adversarial_training_with_its_budget():
     assert (callbacks[-1].clip_min, callbacks[-1].clip_max, callbacks[-1].eps) == (-250.0, 60.0, 1.0)
     assert type(model.get_layer("block1_dw").depthwise_quantizer_internal).__name__ == "quantized_bits"
     assert model.count_params() == 24908
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 9 and all(bn.momentum == 0.9 for bn in bns)  # few steps per epoch on the shared split
+    image_model, _ = build_recipe(get_recipe("stq_jr_at", dataset="cifar10"))
+    assert all(layer.momentum == 0.99 for layer in image_model.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def test_jr_layer_weights_are_width_normalised():
@@ -98,6 +103,8 @@ def test_bad_recipe_arguments_name_the_argument():
         get_recipe("stq_jr_at", at_ratio=1.5)
     with pytest.raises(ValueError, match="not a quantizer spec"):
         get_recipe("stq_jr", policy="int3")
+    with pytest.raises(ValueError, match="bn_momentum must be None or in"):
+        get_recipe("stq_jr", bn_momentum=1.0)
 
 
 def test_recipe_round_trips_through_json():
@@ -182,3 +189,10 @@ def test_resuming_with_a_different_recipe_is_refused(tmp_path):
         fit_recipe(get_recipe("mlcommons", epochs=2), (x, y), None, out, extra_callbacks=[_Killer(0)], verbose=0)
     with pytest.raises(ValueError, match=r"different recipe \(fields \['batch_size'\] differ\)"):
         fit_recipe(get_recipe("mlcommons", epochs=2, batch_size=16), (x, y), None, out, verbose=0)
+    # a config written before a field existed resumes when the new field has its default value
+    config = json.loads(open(f"{out}/run_config.json").read())
+    del config["recipe"]["bn_momentum"]
+    open(f"{out}/run_config.json", "w").write(json.dumps(config))
+    seen = _Seen()
+    fit_recipe(get_recipe("mlcommons", epochs=2), (x, y), None, out, extra_callbacks=[seen], verbose=0)
+    assert seen.epochs == [1]
