@@ -10,7 +10,7 @@ Example:
 >>> from qrobust_keras.attacks import cw_l2
 >>> model = keras.Sequential([keras.layers.Flatten(input_shape=(4, 4, 1)), keras.layers.Dense(3)])
 >>> x = np.random.default_rng(0).uniform(size=(8, 4, 4, 1)).astype("float32")
->>> x_adv = cw_l2(model, x, np.zeros(8, int), steps=20, binary_search_steps=2)
+>>> x_adv = cw_l2(model, x, np.zeros(8, int), steps=20, binary_search_steps=2, verbose=0)
 >>> x_adv.shape
 (8, 4, 4, 1)
 """

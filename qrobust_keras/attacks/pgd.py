@@ -7,7 +7,7 @@ Example:
 
 >>> import numpy as np
 >>> from qrobust_keras._keras import keras
->>> from qrobust_keras.attacks import pgd
+>>> from qrobust_keras.attacks.pgd import pgd
 >>> model = keras.Sequential([keras.layers.Flatten(input_shape=(4, 4, 1)), keras.layers.Dense(3)])
 >>> x = np.random.default_rng(0).uniform(size=(8, 4, 4, 1)).astype("float32")
 >>> x_adv = pgd(model, x, np.zeros(8, int), eps=8 / 255, steps=5, verbose=0)
