@@ -60,9 +60,9 @@ def _output_is_quantized(layer: Any) -> bool:
     if type(layer).__name__ == "QActivation":
         return True
     act = getattr(layer, "activation", None)
-    # QKeras stores a quantizer object (with a ``bits`` attribute or a quantizer class name) as the activation of
-    # weight layers when one is given; plain functions (linear, relu) are not quantizers.
-    return act is not None and not callable(getattr(act, "__name__", None)) and hasattr(act, "bits")
+    # QKeras stores a quantizer object (it has ``bits``) as the activation of weight layers when one is given; plain
+    # activation functions (linear, relu) have no ``bits``.
+    return act is not None and hasattr(act, "bits")
 
 
 def quantized_layers(model: Any) -> list:

@@ -59,7 +59,7 @@ def test_off_diagonal_uses_samples_both_models_classify_correctly(setup):
     ok_s, ok_t = _pred(src, x) == y, _pred(tgt, x) == y
     both = ok_s & ok_t
     assert tm.counts[0, 1] == tm.counts[1, 0] == both.sum()
-    x_adv = pgd(src, x[ok_s], y[ok_s], eps=EPS, steps=5, seed=0, verbose=0)     # crafted exactly as transferability does
+    x_adv = pgd(src, x[ok_s], y[ok_s], eps=EPS, steps=5, seed=0, verbose=0)  # as transferability crafts it
     keep = both[ok_s]
     expected = float(np.mean(_pred(tgt, x_adv[keep]) != y[ok_s][keep]))
     assert tm.success[names.index("float"), names.index("int4")] == expected

@@ -87,3 +87,20 @@ def test_errors(setup):
         value_shift("model.tflite", x, x)
     with pytest.raises(ValueError, match="atol must be a finite number"):
         value_shift(model, x, x, atol=-1)
+
+
+def test_weight_layer_with_quantized_activation_counts_as_quantized_output():
+    from qrobust_keras._keras import qkeras
+
+    inp = keras.Input((8,))
+    h = qkeras.QDense(4, kernel_quantizer="quantized_bits(4, 0, 1)", activation="quantized_relu(3)", name="a")(inp)
+    h = qkeras.QDense(4, kernel_quantizer="binary", name="b")(h)
+    h = qkeras.QActivation("binary", name="c")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, name="logits")(h))
+    assert [(l.name, k) for l, k in quantized_layers(model)] == [
+        ("a", "quantized_activation"), ("b", "quantized_kernel"), ("c", "quantized_activation")]
+    x = np.random.default_rng(0).uniform(size=(32, 8)).astype(np.float32)
+    r = value_shift(model, x, np.clip(x + 0.3, 0, 1))
+    a = keras.Model(inp, model.get_layer("a").output)
+    assert r.fractions()["a"] == pytest.approx(np.mean(a.predict(x, verbose=0) != a.predict(np.clip(x + 0.3, 0, 1),
+                                                                                           verbose=0)))
