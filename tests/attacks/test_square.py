@@ -235,3 +235,23 @@ def test_bad_inputs():
         square(predict, x.reshape(2, -1), np.array([0, 1]), eps=0.1, verbose=0)
     with pytest.raises(ValueError, match="scores of shape"):
         square(lambda a: np.zeros(len(a)), x, np.array([0, 1]), eps=0.1, verbose=0)
+
+
+def test_real_int8_tflite_runner(cnn, correct, tmp_path):
+    """The deployed artefact: the small CNN exported to a full-integer int8 .tflite file, attacked through the
+    library's TFLiteModel runner (dequantized int8 probabilities, no gradients anywhere)."""
+    from qrobust_keras.export import TFLiteModel, export_tflite
+
+    x, y = correct
+    train, _ = fx.cifar_batch("data_batch_1")
+    path = tmp_path / "cnn_int8.tflite"
+    export_tflite(cnn, path, representative_data=train[:200])
+    runner = TFLiteModel(path)
+    x, y = x[:60], y[:60]
+    keep = runner.predict(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    x_adv, info = square(runner, x, y, eps=8 / 255, queries=100, verbose=0, return_info=True)
+    np.testing.assert_array_equal(info.success, runner.predict(x_adv).argmax(1) != y)
+    assert np.all(perturbation_norms(x, x_adv) <= 8 / 255) and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert info.queries.max() <= 100 and info.success.mean() > 0.05
+    assert "log-probabilities" in " ".join(info.notes)
