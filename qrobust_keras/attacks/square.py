@@ -171,8 +171,7 @@ def square(
     if norm == "inf":
         # Per-sample exact ends of the box [x - eps, x + eps] cut to the clip range: every candidate takes its values
         # from these two arrays, so it satisfies both bounds exactly without per-query projection.
-        lo = enforce_constraints(xs, np.full_like(xs, clip_min), eps, "inf", clip_min, clip_max)
-        hi = enforce_constraints(xs, np.full_like(xs, clip_max), eps, "inf", clip_min, clip_max)
+        lo, hi = _box_ends(xs, eps, clip_min, clip_max)
     pending = list(range(n - 1, -1, -1))  # pop() from the end -> samples enter in index order
     pool: list[int] = []
     bar = progress(n, verbose, "square")
@@ -237,6 +236,17 @@ def square(
         "black-box: forward queries only; margin loss on "
         + ("log-probabilities" if loss.probabilities else "logits")])
     return x_adv, info
+
+
+def _box_ends(x: np.ndarray, eps: float, clip_min: float, clip_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``x - eps`` and ``x + eps``, rounded inwards where float32 rounding would overshoot eps (checked in
+    float64, as :func:`enforce_constraints` checks), then cut to the clip range. One float32 step always suffices."""
+    x64 = x.astype(np.float64)
+    hi64, lo64 = x64 + eps, x64 - eps
+    hi, lo = hi64.astype(np.float32), lo64.astype(np.float32)
+    hi = np.where(hi.astype(np.float64) > hi64, np.nextafter(hi, np.float32(-np.inf)), hi)
+    lo = np.where(lo.astype(np.float64) < lo64, np.nextafter(lo, np.float32(np.inf)), lo)
+    return np.clip(lo, clip_min, clip_max).astype(np.float32), np.clip(hi, clip_min, clip_max).astype(np.float32)
 
 
 def _init_linf(rng, x, eps, clip_min, clip_max, lo, hi) -> np.ndarray:

@@ -255,3 +255,16 @@ def test_real_int8_tflite_runner(cnn, correct, tmp_path):
     assert np.all(perturbation_norms(x, x_adv) <= 8 / 255) and x_adv.min() >= 0 and x_adv.max() <= 1
     assert info.queries.max() <= 100 and info.success.mean() > 0.05
     assert "log-probabilities" in " ".join(info.notes)
+
+
+def test_box_ends_equal_enforce_constraints():
+    """The precomputed L-inf box ends are exactly what enforce_constraints would produce (float32, inward)."""
+    from qrobust_keras.attacks._common import enforce_constraints
+    from qrobust_keras.attacks.square import _box_ends
+
+    x = np.random.default_rng(9).uniform(size=(50, 300)).astype(np.float32)
+    x[:, :10], x[:, 10:20] = 0.0, 1.0
+    for eps in (8 / 255, 0.1, 1e-3, 1 / 3):
+        lo, hi = _box_ends(x, eps, 0.0, 1.0)
+        np.testing.assert_array_equal(lo, enforce_constraints(x, np.zeros_like(x), eps))
+        np.testing.assert_array_equal(hi, enforce_constraints(x, np.ones_like(x), eps))
