@@ -8,6 +8,8 @@ It also applies the QKeras compatibility fixes the library relies on, so users n
 
 * ``QActivation.from_config`` rebuilds its quantizer object from the nested dict the ``.keras`` format stores.
 * ``qkeras.utils.quantized_model_from_json`` (behind ``model_quantize``/``clone_model``) fills ``registered_name``.
+* ``stochastic_ternary``/``stochastic_binary`` sample when their layer runs with ``training=True`` (QKeras reads only
+  ``K.learning_phase()``, which ``fit`` never sets, so they were deterministic during training).
 * QKeras classes are registered as Keras serializables, so configs that carry their module path
   (``qkeras.qlayers``) resolve in tf_keras: ``.keras`` files with QActivation load, and ``qkeras.utils``'
   ``clone_model`` / ``model_quantize`` / ``model_save_quantized_weights`` work on clones.
@@ -145,11 +147,42 @@ def _patch_quantized_model_from_json() -> None:
     utils.quantized_model_from_json = quantized_model_from_json
 
 
+def _patch_stochastic_quantizers_follow_training() -> None:
+    """Make QKeras stochastic quantizers sample whenever their layer is called with ``training=True``.
+
+    QKeras' ``stochastic_ternary``/``stochastic_binary`` choose between sampling and the deterministic quantizer with
+    ``K.learning_phase()``, which ``model.fit`` never sets in TF2: without this patch they are silently
+    deterministic during training (measured: identical losses for repeated ``fit`` steps at lr=0). The patch reads
+    the Keras call context: when the enclosing layer call has ``training=True`` the learning phase is 1 for the
+    quantizer. Otherwise QKeras' own behaviour is kept, so an explicit ``learning_phase_scope(1)`` (used by EOT in
+    the attacks) still samples at inference. Idempotent.
+    """
+    from tf_keras.src.engine import base_layer_utils
+
+    for cls in (qkeras_quantizers.stochastic_ternary, qkeras_quantizers.stochastic_binary):
+        if getattr(cls.__call__, "_qrobust_patched", False):
+            continue
+        original = cls.__call__
+
+        def __call__(self, x, _original=original):
+            training = base_layer_utils.call_context().training
+            if training is True or (isinstance(training, int) and not isinstance(training, bool) and training == 1):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # learning_phase_scope is deprecated but is what QKeras reads
+                    with keras.backend.learning_phase_scope(1):
+                        return _original(self, x)
+            return _original(self, x)
+
+        __call__._qrobust_patched = True
+        cls.__call__ = __call__
+
+
 # QKeras quantizers are serialized through keras.constraints.serialize (correctly); tf_keras warns on every layer.
 warnings.filterwarnings("ignore", message=r"The `keras.constraints.serialize\(\)` API should only be used")
 _register_qkeras_serializables()
 _patch_qactivation_from_config()
 _patch_quantized_model_from_json()
+_patch_stochastic_quantizers_follow_training()
 
 layers = keras.layers
 

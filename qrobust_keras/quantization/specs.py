@@ -14,7 +14,7 @@ name                         kernel (weights, per-output-channel scale)         
 ============================ ================================================= ==========================================
 ``int8`` / ``int4`` / ``int2`` ``quantized_bits(b, 0, symmetric=1, alpha="auto")`` ``quantized_relu(b, i)``, i = 3 / 2 / 1
 ``ternary``                  ``ternary(alpha="auto")``                           ``ternary(alpha=1)``
-``stochastic_ternary``       ``stochastic_ternary(alpha="auto")``                ``stochastic_ternary(alpha=1)``
+``stochastic_ternary``       ``stochastic_ternary(alpha="auto")``                refused (see below)
 ``binary``                   ``binary(alpha="auto")``                            ``binary(alpha=1)``
 ``stochastic_binary``        ``stochastic_binary(alpha="auto")``                 ``stochastic_binary(alpha=1)``
 ============================ ================================================= ==========================================
@@ -23,7 +23,11 @@ Biases accept only ``float`` and the integer grids: ``int8`` -> ``quantized_bits
 (step 1/16, range +-8), ``int4`` -> ``quantized_bits(4, 2, ...)``, ``int2`` -> ``quantized_bits(2, 1, ...)``; a bias is
 one number per channel, so a per-channel ternary/binary scale would be meaningless for it.
 
-Stochastic quantizers sample only when called with ``training=True``; at inference they are the deterministic
+QKeras' ``stochastic_ternary`` needs a data-dependent scale (``alpha="auto"``), so it is a weight quantizer only:
+as an activation it would make the scale depend on the batch; use ``ternary`` or ``stochastic_binary`` there.
+
+Stochastic quantizers sample only when called with ``training=True`` (``qrobust_keras._keras`` makes them follow the
+Keras ``training`` flag; plain QKeras reads only ``K.learning_phase()``, which ``fit`` never sets); at inference they are the deterministic
 ternary/binary quantizer (QKeras behaviour). Every gradient through a quantizer is the straight-through estimate.
 
 Example:
@@ -61,7 +65,6 @@ _KERNEL_TABLE: dict[str, Callable[[], Any]] = {
 }
 _ACTIVATION_TABLE: dict[str, Callable[[], Any]] = {
     "ternary": lambda: qq.ternary(alpha=1),
-    "stochastic_ternary": lambda: qq.stochastic_ternary(alpha=1),
     "binary": lambda: qq.binary(alpha=1),
     "stochastic_binary": lambda: qq.stochastic_binary(alpha=1),
 }
@@ -105,6 +108,10 @@ def validate_spec(spec: Any, role: str = "kernel", argument: str = "spec") -> An
         if name not in SPEC_NAMES:
             raise ValueError(f"{argument}={spec!r} is not a quantizer spec; valid names: {list(SPEC_NAMES)}, or a dict "
                              "like {'type': 'quantized_bits', 'bits': 6, 'integer': 0, 'alpha': 'auto'}")
+        if role == "activation" and name == "stochastic_ternary":
+            raise ValueError(f"{argument}={spec!r} cannot quantize activations: QKeras' stochastic_ternary needs a "
+                             "data-dependent scale (alpha='auto'), which would depend on the batch; use 'ternary', "
+                             "'stochastic_binary' or an integer grid for activations")
         if role == "bias" and name not in ("float", *_INT_BITS):
             raise ValueError(f"{argument}={spec!r} cannot quantize a bias; bias specs: 'float', 'int8', 'int4', 'int2' "
                              "or a dict")

@@ -23,7 +23,7 @@ def _small_model(policy):
 
 @pytest.mark.parametrize("spec", SPEC_NAMES)
 def test_every_spec_builds_and_trains_one_step(spec):
-    act = spec if spec != "float" else "float"
+    act = "ternary" if spec == "stochastic_ternary" else spec  # stochastic_ternary is a weight quantizer only
     model = _small_model(QuantPolicy(kernel=spec, activation=act))
     expected = keras.layers.Conv2D if spec == "float" else qkeras.QConv2D
     assert type(model.get_layer("conv")) is expected
