@@ -12,7 +12,7 @@ Example:
 >>> from qrobust_keras.export import tflm_footprint
 >>> fp = tflm_footprint("resnet8_int8.tflite")      # doctest: +SKIP
 >>> fp.arena_bytes, fp.flash_bytes, fp.all_ops_supported   # doctest: +SKIP
-(55904, 95488, True)
+(55952, 95184, True)
 """
 
 from __future__ import annotations
