@@ -246,9 +246,11 @@ def _bn_params(bn: Any) -> tuple[np.ndarray, np.ndarray]:
                     mean = quantized
                 else:
                     var = quantized
-    if getattr(bn, "axis", [-1]) not in ([-1], -1, [3], [1]) and list(np.atleast_1d(bn.axis)) != [len(
-            bn.input_shape) - 1]:
-        raise UnsupportedLayerError(f"layer {bn.name!r}: BatchNormalization over axis {bn.axis} is not supported")
+    rank = len(bn.input_shape)
+    axes = [a % rank for a in np.atleast_1d(bn.axis)]
+    if axes != [rank - 1]:
+        raise UnsupportedLayerError(f"layer {bn.name!r}: BatchNormalization over axis {bn.axis} cannot be folded; "
+                                    "only the channels-last axis is supported")
     scale = gamma / np.sqrt(var + float(bn.epsilon))
     return scale, beta - mean * scale
 

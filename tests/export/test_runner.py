@@ -113,3 +113,32 @@ def test_input_grid_project_keeps_eps_and_lands_on_the_grid(int8_file):
     assert np.abs(grid.snap(out) - out).max() <= 1e-6          # on the grid: the device sees `out`
     # the nearest admissible grid point: no grid point inside the box is closer to x_adv
     assert np.abs(out - np.clip(x_adv, x - eps, x + eps)).max() <= grid.scale / 2 + 1e-6
+
+
+def test_foreign_file_with_a_fixed_batch_of_one(tmp_path):
+    """A file made without our exporter (plain converter, batch fixed to 1, Reshape to a constant shape): the
+    runner detects whether batching is safe and otherwise runs one sample per invoke, with identical results."""
+    from qrobust_keras._keras import keras, tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2), batch_size=1)
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.Reshape((16 * 4,))(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    rng = np.random.default_rng(0)
+    rep = rng.uniform(size=(32, 6, 6, 2)).astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path = tmp_path / "foreign.tflite"
+    path.write_bytes(converter.convert())
+    tfl = TFLiteModel(path)
+    assert tfl.is_int8 and tfl.input_shape == (6, 6, 2) and tfl.num_classes == 3
+    x = rng.uniform(size=(9, 6, 6, 2)).astype(np.float32)
+    raw = _raw_litert(path, tfl.quantize_input(x).astype(np.int8))
+    expected = (raw.astype(np.float32) - tfl.output_zero_point) * np.float32(tfl.output_scale)
+    np.testing.assert_array_equal(tfl.predict(x), expected)
+    assert np.abs(tfl.predict(x) - model(x).numpy()).max() < 0.05
