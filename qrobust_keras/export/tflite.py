@@ -272,7 +272,13 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
         bad = [name for _, _, name in flatbuffer.op_names(fb_model) if ":" in name]
         if bad:
             raise ExportError(f"the converted float graph holds non-builtin ops {sorted(set(bad))}")
-    runner = TFLiteModel(data)
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+
+        runtime = "litert"
+    except ImportError:  # the tflite extra is optional: TensorFlow's own interpreter measures fidelity then
+        runtime = "tflite"
+    runner = TFLiteModel(data, runtime=runtime)
     if int8 and not runner.is_int8:
         raise ExportError(f"int8 export produced {runner.input_dtype} input / {runner.output_dtype} output")
     info = ExportInfo(path=path, size_bytes=len(data), int8=bool(int8), op_counts=flatbuffer.op_counts(fb_model),
