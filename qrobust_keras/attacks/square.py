@@ -104,8 +104,8 @@ def square(
     ``s = round(sqrt(p * H * W))`` with ``p = p_init / 2^k``, halving at iterations 10, 50, 200, 500, 1000, 2000,
     4000, 6000, 8000 of 10,000 (rescaled to ``queries``).
 
-    Batched: up to ``batch_size`` samples are attacked together with one model call per iteration (``batch_size``
-    inputs, plus one initial perturbation per newly entered sample); a sample leaves as soon as it is fooled or has used its budget, and the next sample takes its
+    Batched: samples are attacked together with one model call of at most ``batch_size`` inputs per iteration (a
+    newly entered sample takes two: clean and initial perturbation); a sample leaves as soon as it is fooled or has used its budget, and the next sample takes its
     place, so model calls stay full. The returned point of every sample is exactly the point the model scored.
 
     Args:
@@ -177,9 +177,12 @@ def square(
     bar = progress(n, verbose, "square")
     checked_classes = False
 
+    per_new = 2 if queries >= 2 else 1  # a new sample is scored clean and at its initial perturbation
     while pending or pool:
-        while pending and len(pool) < batch_size:
+        rows_now = len(pool)  # every sample already in the pool costs one row this iteration
+        while pending and (not pool or rows_now + per_new <= batch_size):
             pool.append(pending.pop())
+            rows_now += per_new
         idx = np.asarray(pool, np.int64)
         first = used[idx] == 0  # new samples: score the clean input and the initial perturbation
         cand = x_best[idx]  # fancy indexing: a copy
