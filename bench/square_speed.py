@@ -175,7 +175,8 @@ def _model(data: pathlib.Path, x_train, y_train, epochs: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("QROBUST_SHARED_DATA", str(REPO.parent / "shared" / "data")))
-    parser.add_argument("--n", type=int, default=512, help="exact test images attacked (more than the batch size keeps batches full)")
+    parser.add_argument("--n", type=int, default=512,
+                        help="exact test images attacked (more than the batch size keeps model calls full)")
     parser.add_argument("--eps", type=float, default=4.0, help="L-inf budget in 1/255 units")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=256)

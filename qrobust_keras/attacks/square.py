@@ -105,8 +105,8 @@ def square(
     4000, 6000, 8000 of 10,000 (rescaled to ``queries``).
 
     Batched: samples are attacked together with one model call of at most ``batch_size`` inputs per iteration (a
-    newly entered sample takes two: clean and initial perturbation); a sample leaves as soon as it is fooled or has used its budget, and the next sample takes its
-    place, so model calls stay full. The returned point of every sample is exactly the point the model scored.
+    newly entered sample takes two: clean and initial perturbation); a sample leaves as soon as it is fooled or
+    has used its budget, and pending samples take its place, so model calls stay full. The returned point of every sample is exactly the point the model scored.
 
     Args:
         model_or_predict_fn: Keras model, object with ``predict(x) -> scores`` (e.g. an int8 TFLite runner), or a
