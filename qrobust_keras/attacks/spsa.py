@@ -41,6 +41,7 @@ from qrobust_keras.attacks._common import (
 __all__ = ["spsa"]
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-7  # tf.keras Adam defaults, as in cleverhans' SPSAAdam
+_MAX_INPUTS = 8192  # perturbed inputs held in memory at once (8192 CIFAR images: 100 MB in float32)
 
 
 def _spsa_gradient(
@@ -137,8 +138,8 @@ def spsa(
         clip_min, clip_max: valid input range.
         rand_init: start from a uniform point of the eps-ball (as cleverhans does) instead of ``x``.
         early_stop: stop each sample at its first success.
-        batch_size: samples attacked together; each model call then scores
-            ``batch_size * spsa_samples`` inputs (in chunks of 1,024 for Keras models).
+        batch_size: samples attacked together; each step scores ``batch_size * spsa_samples`` inputs (built at most
+            8,192 at a time, sent to Keras models in chunks of 1,024).
         seed: seed of the attack's random generator; same seed and batch_size -> identical output.
         verbose: 1 shows a progress bar, 0 is silent.
         return_info: also return an :class:`AttackInfo`.
@@ -200,7 +201,11 @@ def spsa(
                 scores = predict(pts)
                 return loss(scores, np.repeat(rows, len(pts) // len(rows)))
 
-            g = _spsa_gradient(batch_loss, cur[act], delta, spsa_samples, spsa_iters, rng)
+            # estimate in chunks of at most _MAX_INPUTS perturbed inputs, so memory stays bounded for any batch_size
+            per = max(1, _MAX_INPUTS // spsa_samples)
+            g = np.concatenate([
+                _spsa_gradient(lambda pts, r=rows[j:j + per]: batch_loss(pts, r), cur[act[j:j + per]], delta,
+                               spsa_samples, spsa_iters, rng) for j in range(0, len(act), per)])
             m1[act] = _ADAM_BETA1 * m1[act] + (1 - _ADAM_BETA1) * g
             m2[act] = _ADAM_BETA2 * m2[act] + (1 - _ADAM_BETA2) * g * g
             m_hat = m1[act] / (1 - _ADAM_BETA1 ** t)

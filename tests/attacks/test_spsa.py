@@ -163,3 +163,20 @@ def test_bad_inputs():
         spsa(predict, x, np.array([0]), eps=0.1, verbose=0)
     with pytest.raises(ValueError, match="only 4 classes"):
         spsa(predict, x, np.array([0, 9]), eps=0.1, steps=1, spsa_samples=2, verbose=0)
+
+
+def test_gradient_estimates_built_in_bounded_chunks(monkeypatch):
+    """Large batch_size * spsa_samples is estimated a few samples at a time; results stay valid and seeded."""
+    spsa_module = importlib.import_module("qrobust_keras.attacks.spsa")  # the package re-exports spsa the function
+
+    monkeypatch.setattr(spsa_module, "_MAX_INPUTS", 32)  # 2 samples of 16 perturbations per chunk
+    predict = fx.numpy_linear_model(8)
+    x = np.random.default_rng(8).uniform(size=(5, 8, 8, 3)).astype(np.float32)
+    y = predict(x).argmax(1)
+    a, info = spsa(predict, x, y, eps=0.2, steps=10, spsa_samples=16, step_size=0.02, batch_size=5, verbose=0,
+                   return_info=True)
+    b = spsa(predict, x, y, eps=0.2, steps=10, spsa_samples=16, step_size=0.02, batch_size=5, verbose=0)
+    np.testing.assert_array_equal(a, b)
+    assert np.all(perturbation_norms(x, a) <= 0.2)
+    np.testing.assert_array_equal(info.success, predict(a).argmax(1) != y)
+    assert info.success.mean() >= 0.6
