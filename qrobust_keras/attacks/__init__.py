@@ -22,11 +22,11 @@ from qrobust_keras.attacks.pgd import bim, pgd
 from qrobust_keras.attacks.registry import attack_kwargs, available_attacks, get_attack, list_attacks, run_attack
 from qrobust_keras.attacks.spsa import spsa
 from qrobust_keras.attacks.square import square
-from qrobust_keras.attacks.transfer import transfer
+from qrobust_keras.attacks.transfer import TransferInfo, transfer
 
 __all__ = [
     "AttackInfo", "PredictFn", "as_predict_fn", "enforce_constraints", "perturbation_norms",
     "fgsm", "bim", "pgd", "mim", "cw_l2", "apgd",
-    "square", "spsa", "hopskipjump", "boundary", "zoo", "transfer",
+    "square", "spsa", "hopskipjump", "boundary", "zoo", "transfer", "TransferInfo",
     "attack_kwargs", "available_attacks", "get_attack", "list_attacks", "run_attack",
 ]
