@@ -430,7 +430,7 @@ def diagnose_gradient_masking(
         "more_steps_restarts", flag,
         {"pgd_success": s_pgd, "pgd_more_success": s_more, "gain": gain,
          "more_steps": more_steps_factor * steps, "more_restarts": more_restarts},
-        (f"{more_steps_factor}x steps and {more_restarts} restarts raise success by {gain:.3f}: PGD-{steps} had "
+        (f"{more_steps_factor}x steps and {more_restarts} restart(s) raise success by {gain:.3f}: PGD-{steps} had "
          "not converged, so its robust accuracy is not an upper bound" if flag else
          f"{more_steps_factor}x steps and restarts add at most {tolerance} success: the attack has converged")))
 
