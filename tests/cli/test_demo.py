@@ -28,7 +28,10 @@ def test_demo_quick_writes_the_report(shared_data, tmp_path, capsys):
     assert r["export"]["int8"] is True and r["export"]["agreement"] >= 0.9
     assert r["tflm_footprint"]["all_ops_supported"] is True
     assert 30_000 < r["tflm_footprint"]["arena_bytes"] < 100_000
-    assert r["tflm_check"]["argmax_agreement_with_litert"] == 1.0
+    # same int8 file, two kernel libraries whose intermediate roundings differ, so argmax differs on near-ties
+    # (int8 scores have 1/256 steps). Measured: 8/8 and max diff 2/256 here; 92/100 and 17/256 in the full demo.
+    assert r["tflm_check"]["argmax_agreement_with_litert"] >= 0.75
+    assert r["tflm_check"]["max_abs_score_diff"] <= 0.1
     text = (out / "report.md").read_text()
     assert "SYNTHETIC" not in text
     assert "| stq_jr | **worst case** |" in text and "TFLite Micro arena" in text
