@@ -14,6 +14,7 @@ Example:
 
 from qrobust_keras import _keras  # noqa: F401  (must run before anything imports TensorFlow)
 from qrobust_keras import quantization, models, data, regularizers, training, attacks, evaluation, defenses, export
+from qrobust_keras import recipes
 from qrobust_keras.models.io import load_model
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "quantization", "models", "data", "regularizers", "training", "attacks", "evaluation", "defenses", "export",
+    "quantization", "models", "data", "regularizers", "training", "recipes", "attacks", "evaluation", "defenses",
+    "export",
     "load_model", "JacobianRegularization", "jacobian_norm", "AdversarialTraining", "__version__",
 ]
