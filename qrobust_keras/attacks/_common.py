@@ -68,6 +68,29 @@ def as_int_labels(y: Any, n: int, num_classes: int | None = None, name: str = "y
     return y
 
 
+def check_batch(x: Any, clip_min: float = 0.0, clip_max: float = 1.0, name: str = "x") -> np.ndarray:
+    """Return ``x`` as float32, checked to be a non-empty numeric batch, finite and inside [clip_min, clip_max].
+
+    Raises:
+        ValueError: naming ``name``, the values found and (for 0-255 images) how to rescale them.
+    """
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch of shape (n, ...); got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"{name} must be numeric; got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values; attacks need "
+                         "finite inputs")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
+        hint = " (images must be scaled to [0, 1]: divide uint8 pixels by 255)" if hi > 1.5 and clip_max == 1 else ""
+        raise ValueError(f"{name} must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]; got values in "
+                         f"[{lo:g}, {hi:g}]{hint}")
+    return np.clip(x, clip_min, clip_max)
+
+
 def check_attack_inputs(
     x: Any,
     y: Any,
@@ -97,20 +120,7 @@ def check_attack_inputs(
     if not (isinstance(clip_min, (int, float, np.floating, np.integer)) and isinstance(
             clip_max, (int, float, np.floating, np.integer))) or not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
-    x = np.asarray(x)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch of shape (n, ...); got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"x must be numeric; got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"x contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values; attacks need finite x")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
-        hint = " (images must be scaled to [0, 1]: divide uint8 pixels by 255)" if hi > 1.5 and clip_max == 1 else ""
-        raise ValueError(f"x must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]; got values in "
-                         f"[{lo:g}, {hi:g}]{hint}")
-    x = np.clip(x, clip_min, clip_max)
+    x = check_batch(x, clip_min, clip_max)
     eps_ok = isinstance(eps, (int, float, np.floating, np.integer)) and not isinstance(eps, bool)
     if not eps_ok or not math.isfinite(float(eps)) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0 in input units; got eps={eps!r}")

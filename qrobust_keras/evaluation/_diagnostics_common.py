@@ -93,23 +93,11 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
 def check_inputs(x: Any, y: Any, clip_min: float = 0.0, clip_max: float = 1.0, x_name: str = "x",
                  num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate a batch ``x`` (finite, inside the clip range) and its labels; return float32 x and int64 y."""
-    from qrobust_keras.attacks._common import as_int_labels
+    from qrobust_keras.attacks._common import as_int_labels, check_batch
 
     if not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
-    x = np.asarray(x)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"{x_name} must be a non-empty batch of shape (n, ...); got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{x_name} must be numeric; got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{x_name} contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
-        hint = " (scale uint8 images to [0, 1] by dividing by 255)" if hi > 1.5 and clip_max == 1 else ""
-        raise ValueError(f"{x_name} must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]; got values in "
-                         f"[{lo:g}, {hi:g}]{hint}")
+    x = check_batch(x, clip_min, clip_max, x_name)
     if y is None:
         raise ValueError("y must be the true labels, int (n,) or one-hot (n, classes); got y=None")
     return x, as_int_labels(y, x.shape[0], num_classes)

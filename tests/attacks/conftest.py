@@ -1,11 +1,16 @@
 """Small trained classifiers on real CIFAR-10 images, shared by the attack tests (trained once per session)."""
 
+import pathlib
 import pickle
+import sys
 
 import numpy as np
 import pytest
 
 from qrobust_keras._keras import keras, layers, qkeras, tf
+
+# The black-box tests share `_bb_fixtures.py` (models trained once per process); make it importable by name.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 def load_cifar_batch(shared_data, name):

@@ -1,7 +1,5 @@
 """Tests of qrobust_keras.attacks.art_blackbox: ART's HopSkipJump, Boundary and ZOO behind our signature."""
 
-import importlib.util
-import pathlib
 import sys
 
 import numpy as np
@@ -11,17 +9,7 @@ from qrobust_keras.attacks._common import perturbation_norms
 from qrobust_keras.attacks.art_blackbox import boundary, hopskipjump, zoo
 
 
-def _fixtures():
-    name = "_qrk_bb_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_bb_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
+import _bb_fixtures as fx  # noqa: E402  (tests/attacks is put on sys.path by conftest.py)
 
 HSJ_FAST = dict(max_iter=5, max_eval=100, init_eval=10, init_size=50)
 BOUNDARY_FAST = dict(max_iter=30, num_trial=5, sample_size=5, init_size=50)

@@ -1,9 +1,7 @@
 """Tests of qrobust_keras.attacks.spsa: unbiased gradient estimate (cleverhans issue 1087), parity with cleverhans,
 exact bounds, determinism, queries, no gradients, bad inputs."""
 
-import importlib.util
-import pathlib
-import sys
+import importlib
 
 import numpy as np
 import pytest
@@ -13,17 +11,7 @@ from qrobust_keras.attacks._common import perturbation_norms
 from qrobust_keras.attacks.spsa import _spsa_gradient, spsa
 
 
-def _fixtures():
-    name = "_qrk_bb_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_bb_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
+import _bb_fixtures as fx  # noqa: E402  (tests/attacks is put on sys.path by conftest.py)
 
 
 @pytest.fixture(scope="module")

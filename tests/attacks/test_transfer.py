@@ -1,8 +1,5 @@
 """Tests of qrobust_keras.attacks.transfer: crafted on the source, measured on the target (Bernhard et al. protocol)."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -12,17 +9,7 @@ from qrobust_keras.attacks._common import enforce_constraints, perturbation_norm
 from qrobust_keras.attacks.transfer import TransferInfo, transfer
 
 
-def _fixtures():
-    name = "_qrk_bb_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_bb_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
+import _bb_fixtures as fx  # noqa: E402  (tests/attacks is put on sys.path by conftest.py)
 
 
 @pytest.fixture(scope="module")
