@@ -5,10 +5,10 @@ Every iterative white-box attack compiles its *whole* inner loop (all steps of o
 configuration. Compiled loops are cached on the model and reused across calls, batches and eps values.
 
 Inference vs stochastic mode: QKeras' stochastic quantizers (``stochastic_ternary``, ``stochastic_binary``) read the
-global Keras learning phase (``K.learning_phase()``), *not* the ``training`` argument: ``model(x, training=True)``
-runs them deterministically and puts BatchNorm/Dropout in training mode. For EOT (``eot > 1``) the attacks therefore
-call the model with ``training=False`` inside ``learning_phase_scope(1)``: the quantizers sample while BatchNorm uses
-its moving statistics and Dropout is off. Without EOT the model runs in plain inference mode.
+global Keras learning phase (``K.learning_phase()``); ``qrobust_keras._keras`` also makes them sample under
+``training=True``, but that would put BatchNorm/Dropout in training mode too. For EOT (``eot > 1``) the attacks
+therefore call the model with ``training=False`` inside ``learning_phase_scope(1)``: the quantizers sample while
+BatchNorm uses its moving statistics and Dropout is off. Without EOT the model runs in plain inference mode.
 
 Example:
 
