@@ -281,3 +281,25 @@ def set_eot_seed(seed: int, eot: int) -> None:
     """Seed TensorFlow's global RNG so the stochastic quantizers of a fresh compiled loop sample reproducibly."""
     if eot > 1:
         tf.random.set_seed(int(seed))
+
+
+class BestOverRestarts:
+    """Per-sample best result over the restarts of an iterative attack.
+
+    A successful result replaces any unsuccessful one; among unsuccessful results the one with the higher final loss
+    is kept; the first success is never replaced.
+    """
+
+    def __init__(self, x: np.ndarray):
+        self.x = x.copy()
+        self.found = np.zeros(len(x), bool)
+        self.loss = np.full(len(x), -np.inf)
+
+    def update(self, rows: slice, x_out: np.ndarray, found: np.ndarray, loss: np.ndarray) -> None:
+        """Merge one restart's results for ``x[rows]``."""
+        idx = np.arange(rows.start, rows.stop)
+        open_ = ~self.found[idx]
+        take = (found & open_) | (~found & open_ & (loss > self.loss[idx]))
+        self.x[idx[take]] = x_out[take]
+        self.loss[idx[take]] = loss[take]
+        self.found[idx] |= found

@@ -173,9 +173,7 @@ def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: 
     else:
         run = G.cached(model, key, build)
     n = len(x)
-    best = x.copy()
-    best_found = np.zeros(n, bool)
-    best_loss = np.full(n, -np.inf)
+    best = G.BestOverRestarts(x)
     bar = progbar(restarts * math.ceil(n / batch_size), verbose, f"apgd-{loss}")
     done = 0
     for restart in range(restarts):
@@ -193,15 +191,11 @@ def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: 
                                        tf.constant(eps, tf.float32), tf.constant(clip_min, tf.float32),
                                        tf.constant(clip_max, tf.float32))
             x_out, found, f_best = x_out.numpy(), found.numpy(), f_best.numpy().astype(np.float64)
-            idx = np.arange(sl.start, sl.stop)
-            take = (found & ~best_found[idx]) | (~found & ~best_found[idx] & (f_best > best_loss[idx]))
-            best[idx[take]] = x_out[take]
-            best_loss[idx[take]] = f_best[take]
-            best_found[idx] |= found
+            best.update(sl, x_out, found, f_best)
             done += 1
             if bar is not None:
                 bar.update(done)
-    x_adv = enforce_constraints(x, best, eps, norm, clip_min, clip_max)
+    x_adv = enforce_constraints(x, best.x, eps, norm, clip_min, clip_max)
     pred = G.predict_labels(model, x_adv, batch_size)
     info = AttackInfo(name=f"apgd-{loss}", gradients=np.full(n, (steps + 1) * restarts * eot, np.int64),
                       success=pred == y if targeted else pred != y, notes=[G.mode_note(model, eot)])

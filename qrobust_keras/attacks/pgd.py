@@ -127,9 +127,7 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
     lo.assign(clip_min)
     hi.assign(clip_max)
     n = len(x)
-    best = x.copy()
-    best_found = np.zeros(n, bool)
-    best_loss = np.full(n, -np.inf)
+    best = G.BestOverRestarts(x)
     bar = progbar(restarts * math.ceil(n / batch_size), verbose, name)
     done = 0
     for restart in range(restarts):
@@ -142,15 +140,11 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
                                            tf.constant(start[sl]), tf.constant(eps, tf.float32),
                                            tf.constant(step_size, tf.float32))
             x_out, found, final_loss = x_out.numpy(), found.numpy(), final_loss.numpy().astype(np.float64)
-            idx = np.arange(sl.start, sl.stop)
-            take = (found & ~best_found[idx]) | (~found & ~best_found[idx] & (final_loss > best_loss[idx]))
-            best[idx[take]] = x_out[take]
-            best_loss[idx[take]] = final_loss[take]
-            best_found[idx] |= found
+            best.update(sl, x_out, found, final_loss)
             done += 1
             if bar is not None:
                 bar.update(done)
-    x_adv = enforce_constraints(x, best, eps, norm, clip_min, clip_max)
+    x_adv = enforce_constraints(x, best.x, eps, norm, clip_min, clip_max)
     success = G.predict_labels(model, x_adv, batch_size)
     success = success == y if targeted else success != y
     info = AttackInfo(name=name, gradients=np.full(n, steps * restarts * eot, np.int64), success=success,
