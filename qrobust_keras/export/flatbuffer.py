@@ -190,8 +190,8 @@ def _producer_index(sub: Any) -> tuple[dict, dict]:
     return producers, consumers
 
 
-def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_steps: dict | None = None
-                      ) -> tuple[bytes, dict, dict]:
+def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_steps: dict | None = None,
+                      add_input_ranges: dict | None = None) -> tuple[bytes, dict, dict]:
     """Write QKeras grids into an int8 file so that the device computes what the QKeras model computes.
 
     Activations: a QKeras ``quantized_relu(b, i)`` outputs ``k * step`` with ``step = 2^(i-b)``,
@@ -213,6 +213,9 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
             contains ``<layer>/Relu`` (the converter's naming of fused ops).
         kernel_steps: ``{weight layer name: per-output-channel step}``; the op is found by ``<layer>/`` in the name
             of its output, filter or bias tensor (the model's final output tensor is renamed by the converter).
+        add_input_ranges: ``{weight layer name: (lo, hi)}``, clipping ranges of layer outputs that enter an ADD in
+            front of an activation grid (see :mod:`qrobust_keras.export.calibrate`); others keep their calibrated
+            range, narrowed where that is exact (see ``_tighten_add_inputs``).
 
     Returns:
         ``(patched bytes, {activation layer: tensor name}, {weight layer: filter tensor name})``.
@@ -267,6 +270,9 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         q.max = None
         changed_ops.update(i for i in consumers.get(t, []) if int(sub.operators[i].inputs[0]) == t)
 
+    if new_params:
+        _tighten_add_inputs(model, sub, new_params, producers, consumers, add_input_ranges or {})
+
     applied_kernel: dict[str, str] = {}
     for layer, step in (kernel_steps or {}).items():
         pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/")
@@ -292,6 +298,26 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         err = np.abs(codes * step.reshape(shape) - real)
         if np.any(np.abs(codes) > 127) or np.any(err > 0.501 * np.broadcast_to(q[0], step.shape).reshape(shape)):
             raise ValueError(f"quantized kernel {layer!r}: the converted filter is not on the QKeras grid")
+        # Store k * m with scale step / m (1 <= m <= 127 / max|k| per channel): still exact integers, and the bias,
+        # whose int32 unit must be input_scale * filter_scale, gets an m times finer grid. With m = 1 the bias
+        # rounding moved int4 ResNet-8 pre-activations by up to 4e-4, enough to flip 0.06% of the first grid's bins;
+        # among the allowed m the one whose unit holds the bias most exactly is taken.
+        reduce_axes = tuple(a for a in range(values.ndim) if a != axis)
+        k_max = np.maximum(np.abs(codes).max(axis=reduce_axes), 1.0)
+        mult = np.floor(127.0 / k_max)
+        bias_index = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+        in_q = _qparams(sub.tensors[op.inputs[0]])
+        if bias_index in real_bias and in_q is not None:
+            candidates = np.arange(1, 128, dtype=np.float64)[:, None]
+            unit = float(np.float32(in_q[0][0])) * step[None, :] / candidates
+            units = real_bias[bias_index][None, :] / unit
+            err = np.abs(units - np.round(units)) * unit
+            err[candidates[:, 0][:, None] > mult[None, :]] = np.inf
+            # the largest m among those within 1% of the smallest error
+            ok = err <= err.min(axis=0, keepdims=True) * 1.01 + 1e-15
+            mult = np.max(np.where(ok, candidates, 0.0), axis=0)
+        codes = codes * mult.reshape(shape)
+        step = step / mult
         model.buffers[ft.buffer].data = np.frombuffer(codes.astype(np.int8).tobytes(), np.uint8)
         ft.quantization.scale = step.astype(np.float32)
         ft.quantization.zeroPoint = np.zeros(step.size, np.int64)
@@ -315,6 +341,82 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         bias_t.quantization.zeroPoint = np.zeros(new_scale.size, np.int64)
         model.buffers[bias_t.buffer].data = np.frombuffer(codes.tobytes(), np.uint8)
     return write_model(model), applied_act, applied_kernel
+
+
+def _real_range(model: Any, sub: Any, t: int, producers: dict) -> tuple[float, float]:
+    """Values an int8 tensor can hold: its int8 range, cut at 0 when the producing op has a fused ReLU."""
+    scale, zp = _qparams(sub.tensors[t])
+    lo, hi = (-128 - float(zp[0])) * float(scale[0]), (127 - float(zp[0])) * float(scale[0])
+    op = sub.operators[producers[t]] if t in producers else None
+    act = getattr(getattr(op, "builtinOptions", None), "fusedActivationFunction", 0) if op is not None else 0
+    if act in (1, 2, 3):  # RELU, RELU_N1_TO_1, RELU6
+        lo = max(lo, -1.0 if act == 2 else 0.0)
+    return lo, hi
+
+
+def _tighten_add_inputs(model: Any, sub: Any, grids: dict, producers: dict, consumers: dict, ranges: dict) -> None:
+    """Finer int8 scales for the convolution outputs that enter an ADD whose output is a QKeras activation grid.
+
+    QKeras computes ``relu_q(a + b)`` with ``a`` and ``b`` in float; the int8 file stores ``a`` and ``b`` with
+    calibrated scales (about 0.05-0.1 in ResNet-8) before adding, and their rounding moves the sum across a
+    boundary of the 0.25-step int4 grid in a few % of the elements. Two remedies, both exact in real arithmetic:
+
+    * the ADD output saturates outside ``[lo_o, hi_o]`` (fused ReLU, int8 range), so ``a`` only matters inside
+      ``[lo_o - max b - s_o, hi_o - min b + s_o]``: clipping it there changes no output, and the same 256 codes
+      then cover a narrower range;
+    * when ``b`` is itself on the output grid (an identity shortcut from the same activation quantizer),
+      ``round((a + b) / s_o) = round(a / s_o) + b / s_o``: giving ``a`` the scale ``s_o`` makes the convolution's
+      requantization do QKeras' rounding and the ADD exact.
+
+    ``ranges`` (``{weight layer name: (lo, hi)}``) replaces the calibrated range of a weight op's output before the
+    exact narrowing. A tensor is changed only when an un-activated weight op produces it and this ADD is its only
+    consumer.
+    """
+    import re
+
+    fb = schema()
+
+    def value_range(t: int) -> tuple[float, float]:
+        if t in producers:
+            for layer, (lo, hi) in ranges.items():
+                if re.search(rf"(^|[/;]){re.escape(layer)}/", _tensor_name(sub.tensors[t])):
+                    return float(lo), float(hi)
+        return _real_range(model, sub, t, producers)
+
+    for i, op in enumerate(sub.operators):
+        out = int(op.outputs[0])
+        if _op_code_name(model, op.opcodeIndex) != "ADD" or out not in grids or len(op.inputs) != 2:
+            continue
+        s_o = grids[out][0]
+        lo_o, hi_o = _real_range(model, sub, out, producers)
+        if getattr(op.builtinOptions, "fusedActivationFunction", 0) in (1, 3):
+            lo_o = max(lo_o, 0.0)
+        inputs = [int(t) for t in op.inputs]
+        for k, t in enumerate(inputs):
+            other = inputs[1 - k]
+            producer = sub.operators[producers[t]] if t in producers else None
+            if (producer is None or t in grids or t in [int(o) for o in sub.outputs] or consumers.get(t) != [i]
+                    or sub.tensors[t].type != fb.TensorType.INT8
+                    or _op_code_name(model, producer.opcodeIndex) not in _WEIGHT_OPS
+                    or getattr(producer.builtinOptions, "fusedActivationFunction", 0) != 0):
+                continue
+            lo_t, hi_t = value_range(t)
+            lo_b, hi_b = value_range(other)
+            lo = min(max(lo_t, lo_o - hi_b - s_o), 0.0)
+            hi = max(min(hi_t, hi_o - lo_b + s_o), 0.0)
+            if other in grids and np.isclose(grids[other][0], s_o, rtol=1e-6):
+                scale = s_o
+                zp = int(np.clip(np.round(-128 - lo / s_o), -128, 127))
+            else:
+                if hi - lo >= hi_t - lo_t and value_range(t) == _real_range(model, sub, t, producers):
+                    continue
+                scale = (hi - lo) / 255.0
+                zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+            q = sub.tensors[t].quantization
+            q.scale = np.asarray([scale], np.float32)
+            q.zeroPoint = np.asarray([zp], np.int64)
+            q.min = None
+            q.max = None
 
 
 def patch_activation_grids(data: bytes, grids: dict) -> tuple[bytes, dict]:

@@ -30,6 +30,7 @@ import numpy as np
 
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.export import flatbuffer
+from qrobust_keras.export.calibrate import calibrate_add_inputs
 from qrobust_keras.export.clone import plain_clone
 from qrobust_keras.export.runner import TFLiteModel
 
@@ -257,8 +258,9 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
     kernels_applied: dict = {}
     if int8 and (plan.activation_grids or plan.kernel_steps):
         if exact_activations:
+            add_ranges = calibrate_add_inputs(clone, plan, rep[:calibration_samples])
             data, applied, kernels_applied = flatbuffer.patch_exact_grids(data, plan.activation_grids,
-                                                                          plan.kernel_steps)
+                                                                          plan.kernel_steps, add_ranges)
         else:
             notes.append("QKeras grids not written (exact_activations=False): int8 ranges calibrated")
     elif not int8 and plan.activation_grids:

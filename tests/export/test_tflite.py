@@ -77,8 +77,13 @@ def test_int4_kernels_are_stored_as_exact_codes(tiny_inputs, tmp_path):
     model = tiny_model(POLICIES["int4"])
     info = export_tflite(model, tmp_path / "m.tflite", tiny_inputs[:64])
     assert set(info.exact_kernels) == {"conv_1", "dw", "pw", "logits"}
-    for codes, _ in _filters(tmp_path / "m.tflite").values():
-        assert np.abs(codes).max() <= 7  # 4-bit symmetric grid: codes -7..7
+    for codes, axis in _filters(tmp_path / "m.tflite").values():
+        # 4-bit symmetric grid: k in -7..7, stored as k * m per output channel (m <= 127 / max|k| refines the bias unit)
+        per_channel = np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1).astype(np.int64)
+        for row in per_channel:
+            m = np.gcd.reduce(np.abs(row[row != 0])) if np.any(row) else 1
+            assert np.abs(row // m).max() <= 7 and np.all(row % m == 0)
+            assert len(np.unique(row)) <= 15
 
 
 def test_float_export(tiny_inputs, tmp_path):
@@ -106,29 +111,62 @@ def test_exact_grids_beat_calibrated_ranges(tiny_inputs, tmp_path):
     assert err_exact < err_cal
 
 
-def test_first_quantized_relu_is_bit_exact(tiny_inputs, tmp_path):
-    """conv_1 + relu_1 of an int4 model: the file's int8 activation equals QKeras' quantized_relu output exactly
-    (up to rounding ties, at most a handful of elements)."""
+def _file_and_keras_activation(model, path, x, layer):
+    """(file tensor dequantized, Keras layer output, (scale, zero point)) of ``layer`` on inputs ``x``."""
     from ai_edge_litert.interpreter import Interpreter
     from qrobust_keras._keras import keras
 
+    interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interp.resize_tensor_input(0, [len(x), *x.shape[1:]])
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], TFLiteModel(path).quantize_input(x))
+    interp.invoke()
+    detail = [d for d in interp.get_tensor_details() if f"{layer}/Relu" in d["name"] and len(d["shape"]) == 4][0]
+    scale, zp = detail["quantization"]
+    got = (interp.get_tensor(detail["index"]).astype(np.float64) - zp) * scale
+    ref = keras.Model(model.input, model.get_layer(layer).output)(x).numpy()
+    return got, ref, (scale, zp)
+
+
+def test_first_quantized_relu_is_bit_exact(tiny_inputs, tmp_path):
+    """conv_1 + relu_1 of an int4 model: the file's int8 activation equals QKeras' quantized_relu output exactly
+    (up to rounding ties, at most a handful of elements)."""
     model = tiny_model(POLICIES["int4"])
     path = tmp_path / "m.tflite"
     export_tflite(model, path, tiny_inputs[:64])
-    interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    tfl = TFLiteModel(path)
-    x = tiny_inputs[:4]
-    interp.resize_tensor_input(0, [4, 12, 12, 3])
-    interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], tfl.quantize_input(x))
-    interp.invoke()
-    detail = [d for d in interp.get_tensor_details() if "relu_1/Relu" in d["name"] and len(d["shape"]) == 4][0]
-    scale, zp = detail["quantization"]
+    got, ref, (scale, zp) = _file_and_keras_activation(model, path, tiny_inputs[:4], "relu_1")
     assert scale == 0.25 and zp == 127 - 15
-    got = (interp.get_tensor(detail["index"]).astype(np.float64) - zp) * scale
-    ref = keras.Model(model.input, model.get_layer("relu_1").output)(x).numpy()
     assert np.mean(got != ref) < 0.002
+
+
+def test_identity_shortcut_add_is_exact(tiny_inputs, tmp_path):
+    """relu_2 = relu_q(relu_1 + pw_bn): the shortcut is on the 0.25 grid, so the branch tensor gets scale 0.25 and the
+    ADD rounds exactly like QKeras (with the converter's calibrated branch scale 2.6% of relu_2 differed here)."""
+    model = tiny_model(POLICIES["int4"])
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, tiny_inputs[:128])
+    fb = flatbuffer.read_model(path.read_bytes())
+    sub = fb.subgraphs[0]
+    add = [sub.operators[i] for _, i, name in flatbuffer.op_names(fb) if name == "ADD"][0]
+    assert sorted(float(sub.tensors[t].quantization.scale[0]) for t in add.inputs) == [0.25, 0.25]
+    got, ref, _ = _file_and_keras_activation(model, path, tiny_inputs[128:], "relu_2")
+    assert np.mean(got != ref) < 0.002
+
+
+def test_calibrated_add_ranges_clip_the_branches_of_two_convolutions(cifar_small):
+    """ResNet-8 stacks 2-3 add two convolution outputs: their int8 ranges are chosen to change the fewest grid bins."""
+    from qrobust_keras.export.calibrate import calibrate_add_inputs
+
+    (x_train, _), _ = cifar_small
+    clone, plan = plain_clone(qrk.models.resnet8(policy="int4"), relu_clip=False)
+    ranges = calibrate_add_inputs(clone, plan, x_train[:64])
+    assert sorted(ranges) == ["stack2_conv_b", "stack2_shortcut", "stack3_conv_b", "stack3_shortcut"]
+    for name, (lo, hi) in ranges.items():
+        out = clone.get_layer(name).output
+        values = qrk._keras.keras.Model(clone.input, out)(x_train[:64]).numpy()
+        assert lo <= 0 <= hi and values.min() <= lo and hi <= values.max(), name
+    with pytest.raises(ValueError, match=r"percentiles must be .* in \(50, 100\]; got \(\)"):
+        calibrate_add_inputs(clone, plan, x_train[:64], percentiles=())
 
 
 def test_refuses_to_overwrite_and_writes_atomically(tiny_inputs, tmp_path):
