@@ -22,7 +22,7 @@ from fractions import Fraction
 
 __all__ = ["main", "build_parser", "parse_eps", "parse_eps_list", "load_dataset", "DataSpec"]
 
-WHITE_BOX = ("fgsm", "bim", "pgd", "mim", "apgd", "apgd-ce", "apgd-dlr", "cw_l2")
+WHITE_BOX = ("fgsm", "bim", "pgd", "pgd-cw", "mim", "apgd", "apgd-ce", "apgd-dlr", "cw_l2")
 BLACK_BOX = ("square", "spsa")
 ATTACKS = WHITE_BOX + BLACK_BOX
 
@@ -237,7 +237,7 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
     linf = [registry.canonical_name(a) for a in attacks if a != "cw_l2"]
     overrides: dict = {}
     for name in linf:
-        if steps is not None and name in ("bim", "pgd", "mim", "apgd-ce", "apgd-dlr", "spsa"):
+        if steps is not None and name in ("bim", "pgd", "pgd-cw", "mim", "apgd-ce", "apgd-dlr", "spsa"):
             overrides[name] = {"steps": int(steps)}
         if queries is not None and name == "square":
             overrides[name] = {"queries": int(queries)}

@@ -16,6 +16,7 @@ Defaults (``eps``-relative entries are multiplied by the eps of the run):
 | fgsm | white | one step of eps | same | same |
 | bim | white | 10 steps of eps/4 | 20 steps of eps/8 | 5 steps of eps/2 |
 | pgd | white | 20 steps of eps/4, random start, 1 restart | 40 steps of eps/8 | 10 steps of eps/4 |
+| pgd-cw | white | as pgd, on the Carlini-Wagner margin loss ("C&W-inf") | as pgd | as pgd |
 | mim | white | 10 steps of eps/10, decay 1.0 | 20 steps of eps/20 | 5 steps of eps/5 |
 | cw_l2 | white (L2 only) | 5 binary-search steps x 100 Adam steps, lr 0.01, c0 0.01 | same | 3 x 30 |
 | apgd-ce | white | 100 steps (AutoAttack) | 100 steps | 20 steps |
@@ -105,6 +106,12 @@ _register(AttackSpec("pgd", _A + "pgd", "pgd", "white", ("inf", "2"), defaults={
     "image": {"steps": 20, "step_size": Rel(1 / 4), "rand_init": True, "restarts": 1},
     "audio": {"steps": 40, "step_size": Rel(1 / 8), "rand_init": True, "restarts": 1},
     "quick": {"steps": 10, "step_size": Rel(1 / 4), "rand_init": True, "restarts": 1}}))
+# "C&W-inf" as reported by Madry et al. 2018 and AutoAttack: PGD on the Carlini-Wagner margin loss, so that a
+# C&W column can be given at L-inf budgets (cw_l2 is the minimum-norm L2 attack).
+_register(AttackSpec("pgd-cw", _A + "pgd", "pgd", "white", ("inf", "2"), fixed={"loss": "cw"}, defaults={
+    "image": {"steps": 20, "step_size": Rel(1 / 4), "rand_init": True, "restarts": 1},
+    "audio": {"steps": 40, "step_size": Rel(1 / 8), "rand_init": True, "restarts": 1},
+    "quick": {"steps": 10, "step_size": Rel(1 / 4), "rand_init": True, "restarts": 1}}))
 _register(AttackSpec("mim", _A + "mim", "mim", "white", ("inf", "2"), defaults={
     "image": {"steps": 10, "step_size": Rel(1 / 10), "decay": 1.0},
     "audio": {"steps": 20, "step_size": Rel(1 / 20), "decay": 1.0},
@@ -134,7 +141,7 @@ for _name in ("hopskipjump", "boundary", "zoo"):
 
 _ALIASES = {"cw": "cw_l2", "cwl2": "cw_l2", "carlini_wagner_l2": "cw_l2", "apgd": "apgd-ce", "apgd_ce": "apgd-ce",
             "apgd_dlr": "apgd-dlr", "hsj": "hopskipjump", "hop_skip_jump": "hopskipjump", "ifgsm": "bim",
-            "mifgsm": "mim"}
+            "mifgsm": "mim", "cw_linf": "pgd-cw", "cw-inf": "pgd-cw", "pgd_cw": "pgd-cw"}
 
 
 def canonical_name(name: str) -> str:

@@ -10,7 +10,8 @@ def test_names_aliases_and_kinds():
     assert registry.canonical_name("CW") == "cw_l2"
     assert registry.canonical_name("apgd") == "apgd-ce"
     white = set(registry.list_attacks("white"))
-    assert white == {"fgsm", "bim", "pgd", "mim", "cw_l2", "apgd-ce", "apgd-dlr"}
+    assert white == {"fgsm", "bim", "pgd", "pgd-cw", "mim", "cw_l2", "apgd-ce", "apgd-dlr"}
+    assert registry.canonical_name("cw_linf") == "pgd-cw"
     assert {"square", "spsa", "hopskipjump", "boundary", "zoo"} <= set(registry.list_attacks("black"))
     with pytest.raises(ValueError, match="unknown attack 'deepfool'.*pgd"):
         registry.get_attack("deepfool")
@@ -37,6 +38,9 @@ def test_run_attack_dispatches_with_defaults(small_model, attack_set):
     a = registry.run_attack("pgd", small_model, x[:16], y[:16], 1 / 255, scale="quick", verbose=0)
     b = pgd(small_model, x[:16], y[:16], eps=1 / 255, steps=10, step_size=0.25 / 255, verbose=0)
     assert np.array_equal(a, b)
+    c = registry.run_attack("pgd-cw", small_model, x[:16], y[:16], 1 / 255, scale="quick", verbose=0)
+    d = pgd(small_model, x[:16], y[:16], eps=1 / 255, steps=10, step_size=0.25 / 255, loss="cw", verbose=0)
+    assert np.array_equal(c, d)
     with pytest.raises(ValueError, match="supports norm 2"):
         registry.run_attack("cw_l2", small_model, x[:2], y[:2], 0.1, norm="inf")
 
