@@ -226,8 +226,9 @@ def test_int4_resnet8_fidelity_on_cifar10(exported_int4, resnet8_int4, cifar_sma
     path, info = exported_int4
     assert info.n_fidelity == 1017
     assert info.accuracy_keras > 0.25  # trained, not random (10 classes)
-    # measured 0.93-0.96 depending on the training run: below the issue's 0.98, see docs/export.md
-    assert info.agreement >= 0.93, info.to_markdown()
+    # Measured 0.979 for this fixture (0.955 before the bias-unit, shortcut-ADD and ADD-range fixes); the issue's
+    # 0.98 is not reached: the two-convolution ADDs of stacks 2-3 round twice (see docs/export.md).
+    assert info.agreement >= 0.97, info.to_markdown()
     assert abs(info.accuracy_tflite - info.accuracy_keras) <= 0.03
     assert len(info.activation_grids) == 7 and len(info.exact_kernels) == 10
     assert len([k for k in info.folded if "_bn" in k or k == "bn_1"]) == 7
@@ -239,8 +240,8 @@ def test_stochastic_ternary_resnet8_fidelity_on_cifar10(resnet8_stochastic_terna
     info = export_tflite(resnet8_stochastic_ternary, tmp_path / "st.tflite", x_train[:300],
                          fidelity_data=(x_test, y_test))
     assert info.accuracy_keras > 0.25
-    # Goal (issue 6): >= 0.98. Measured 0.976 once the stochastic quantizers really sample during training (0.973-0.988
-    # before, when they trained as deterministic ternary); the float activations are int8-quantized by PTQ. The goal
-    # stays open; this asserts the level reached so that a regression fails.
+    # Goal (issue 6): >= 0.98. Measured 0.974-0.976 once the stochastic quantizers really sample during training
+    # (0.973-0.988 before, when they trained as deterministic ternary); the float activations are int8-quantized by
+    # PTQ. The goal stays open; this asserts the level reached so that a regression fails.
     assert info.agreement >= 0.96, info.to_markdown()
     assert set(info.kernel_levels.values()) == {3}
