@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from qrobust_keras._keras import keras
 
 
@@ -80,3 +82,19 @@ class _LinearView(keras.layers.Layer):
 
 def _linear_call(layer, tensor):
     return _LinearView(layer)(tensor)
+
+
+def logits_tensor(model: keras.Model) -> tuple[Any, str, Any]:
+    """The pre-softmax logits of ``model`` as a symbolic tensor of its graph, with the layer they belong to.
+
+    Returns:
+        ``(tensor, name, rebuilt)``: the logits tensor (see :func:`logits_model`), the name of the layer that
+        computes them, and that layer when a ``Dense(..., activation="softmax")`` had to be re-applied without its
+        softmax (its output tensor is then not the logits), else None. Used by callbacks that need the logits inside
+        the training graph (Jacobian regularization).
+    """
+    tensor = logits_model(model).outputs[0]
+    producer = tensor._keras_history.layer
+    if isinstance(producer, _LinearView):
+        return tensor, producer.layer.name, producer.layer
+    return tensor, producer.name, None

@@ -34,7 +34,7 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models.heads import _LinearView, logits_model
+from qrobust_keras.models.heads import logits_tensor
 from qrobust_keras.training.step import StepContext, TrainStepHook
 
 __all__ = ["JacobianRegularization", "jacobian_norm", "jacobian_penalty", "resolve_layers"]
@@ -81,12 +81,7 @@ def _layer_output(model, layer, logits_tensor, logits_owner):
 
 def _logits(model):
     """(logits KerasTensor, name for logs, layer whose output it replaces or None)."""
-    head = logits_model(model)
-    tensor = head.outputs[0]
-    producer = tensor._keras_history.layer
-    if isinstance(producer, _LinearView):
-        return tensor, producer.layer.name, producer.layer  # Dense(..., activation="softmax") rebuilt linear
-    return tensor, producer.name, None
+    return logits_tensor(model)
 
 
 def resolve_layers(model: keras.Model, layers: LayersArg = "output", weight: float | None = None) -> list:

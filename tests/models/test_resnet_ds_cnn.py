@@ -69,3 +69,7 @@ def test_logits_model_of_a_dense_softmax_user_model_shares_weights():
     w, b = model.layers[-1].get_weights()
     assert np.allclose(logits(x).numpy(), x @ w + b, atol=1e-5)
     assert qrk.models.ends_in_softmax(model) and not qrk.models.ends_in_softmax(logits)
+    tensor, name, rebuilt = qrk.models.logits_tensor(model)
+    assert name == model.layers[-1].name and rebuilt is model.layers[-1]
+    tensor, name, rebuilt = qrk.models.logits_tensor(qrk.models.resnet8())
+    assert name == "logits" and rebuilt is None and tuple(tensor.shape) == (None, 10)
