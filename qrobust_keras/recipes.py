@@ -115,6 +115,11 @@ class Recipe:
             moving statistics still lag the (large, unnormalised) MFCC scale after 100 steps, so inference-mode
             predictions collapse to one class (measured: 10.9% validation accuracy in inference mode vs 50.4% in
             training mode after 5 epochs).
+        bn_recalibration: after training, re-estimate every BatchNorm's statistics on this many training samples
+            with the deterministic inference network (:func:`qrobust_keras.training.recalibrate_batchnorm`; 0: off).
+            The stochastic-ternary recipes use 5,000: BatchNorm's moving statistics otherwise describe the sampled
+            training networks (measured on a ResNet-8 `stq_jr` snapshot after 8 epochs: 47.1% -> 53.9% clean
+            accuracy on the 1,017 exact CIFAR-10 test images).
         seed: seed of initialisation, shuffling, augmentation, JR projections and AT starts.
         notes: why the recipe is what it is (:data:`RECIPE_NOTES`).
     """
@@ -145,6 +150,7 @@ class Recipe:
     augment_pad: int = 4
     augment_flip: bool = True
     bn_momentum: float | None = None
+    bn_recalibration: int = 0
     seed: int = 0
     notes: str = ""
 
@@ -172,6 +178,10 @@ class Recipe:
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{field} must be a finite number >= 0; got {field}={value!r}")
+        if isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int) or \
+                self.bn_recalibration < 0:
+            raise ValueError(f"bn_recalibration must be a non-negative integer (samples); got "
+                             f"bn_recalibration={self.bn_recalibration!r}")
         if self.bn_momentum is not None and not (isinstance(self.bn_momentum, (int, float))
                                                  and 0 < self.bn_momentum < 1):
             raise ValueError(f"bn_momentum must be None or in (0, 1); got bn_momentum={self.bn_momentum!r}")
@@ -221,7 +231,8 @@ def _base(name: str, model: str, dataset: str) -> dict:
             base.update(policy="float", lr_schedule="step", lr_decay=0.5, lr_step=12, epochs=36, batch_size=100)
         return base
     base.update(policy=_stq_policy(model), lr_schedule="cosine", epochs=60 if image else 36,
-                batch_size=128 if image else 100, jr_weight=0.01, jr_layers="activations", jr_warmup_epochs=2)
+                batch_size=128 if image else 100, jr_weight=0.01, jr_layers="activations", jr_warmup_epochs=2,
+                bn_recalibration=5000)
     if name == "stq_jr_at":
         base.update(at_eps=8 / 255 if image else 1.0, at_steps=3, at_ratio=0.5)
     return base
@@ -561,6 +572,15 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     start = time.time()
     model.fit(train_dataset(recipe, x, y), validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
               verbose=verbose)
+    if recipe.bn_recalibration:
+        from qrobust_keras.training.batchnorm import recalibrate_batchnorm
+
+        pick = np.sort(np.random.default_rng(recipe.seed).permutation(len(x))[:recipe.bn_recalibration])
+        shifts = recalibrate_batchnorm(model, train_dataset(recipe, x[pick], y[pick], training=False))
+        config["bn_recalibration"] = {"samples": int(len(pick)), "std_change": shifts}
+        if val is not None:
+            config["bn_recalibration"]["val_accuracy"] = float(model.evaluate(val, verbose=0, return_dict=True)
+                                                               .get("accuracy", float("nan")))
     save_model_atomic(model, final)
     config.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   seconds_last_session=round(time.time() - start, 1))

@@ -33,3 +33,15 @@ def _seed_everything():
     np.random.seed(0)
     tf.random.set_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def cifar_small(shared_data):
+    """3,000 CIFAR-10 training JPEGs (lossy, fine for training) and the 1,017 exact test images, in [0, 1]."""
+    paths, _, _ = qrobust_keras.data.list_image_folder(shared_data / "cifar10-jpeg" / "train")
+    rng = np.random.default_rng(0)
+    pick = sorted(rng.choice(len(paths), 3000, replace=False))
+    x_train, y_train, _ = qrobust_keras.data.load_image_folder(shared_data / "cifar10-jpeg" / "train",
+                                                     paths=[paths[i] for i in pick])
+    x_test, y_test = qrobust_keras.data.read_pickle_batch(shared_data / "cifar10" / "cifar-10-batches-py" / "test_batch")
+    return (x_train.astype(np.float32) / 255, y_train), (x_test.astype(np.float32) / 255, y_test)

@@ -105,6 +105,9 @@ def test_bad_recipe_arguments_name_the_argument():
         get_recipe("stq_jr", policy="int3")
     with pytest.raises(ValueError, match="bn_momentum must be None or in"):
         get_recipe("stq_jr", bn_momentum=1.0)
+    with pytest.raises(ValueError, match="bn_recalibration must be a non-negative integer"):
+        get_recipe("stq_jr", bn_recalibration=-1)
+    assert get_recipe("stq_jr").bn_recalibration == 5000 and get_recipe("mlcommons").bn_recalibration == 0
 
 
 def test_recipe_round_trips_through_json():

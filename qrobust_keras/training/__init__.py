@@ -1,6 +1,8 @@
-"""Training callbacks that extend model.fit: adversarial training and the shared train-step hook mechanism."""
+"""Training callbacks that extend model.fit (adversarial training, the shared train-step hooks) and BatchNorm
+re-estimation for stochastic quantized models."""
 
 from qrobust_keras.training.step import StepContext, TrainStepHook, active_hooks, restore_train_step
 from qrobust_keras.training.adversarial import AdversarialTraining
+from qrobust_keras.training.batchnorm import recalibrate_batchnorm
 
-__all__ = ["AdversarialTraining", "TrainStepHook", "StepContext", "active_hooks", "restore_train_step"]
+__all__ = ["AdversarialTraining", "recalibrate_batchnorm", "TrainStepHook", "StepContext", "active_hooks", "restore_train_step"]

@@ -108,6 +108,8 @@ def test_train_writes_config_history_and_model(trained_run):
     assert [r["epoch"] for r in rows] == [0]
     assert 0 <= rows[0]["val_accuracy"] <= 1 and rows[0]["lr"] == pytest.approx(1e-3)
     assert "jr" in rows[0]  # the JR callback ran (its first epoch is the warm-up: penalty 0)
+    recal = config["bn_recalibration"]  # stochastic-ternary recipe: BatchNorm re-estimated after training
+    assert recal["samples"] == 256 and len(recal["std_change"]) == 7 and 0 <= recal["val_accuracy"] <= 1
     model = load_model(str(trained_run / "model.h5"))
     assert type(model.get_layer("stack2_conv_a")).__name__ == "QConv2D"
     assert not (trained_run / "backup").exists() or not os.listdir(trained_run / "backup")

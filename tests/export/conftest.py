@@ -51,18 +51,6 @@ def tiny_inputs():
     return (rng.integers(0, 256, size=(256, 12, 12, 3)) / 255.0).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def cifar_small(shared_data):
-    """3,000 CIFAR-10 training JPEGs (lossy, fine for training) and the 1,017 exact test images, in [0, 1]."""
-    paths, _, _ = qrk.data.list_image_folder(shared_data / "cifar10-jpeg" / "train")
-    rng = np.random.default_rng(0)
-    pick = sorted(rng.choice(len(paths), 3000, replace=False))
-    x_train, y_train, _ = qrk.data.load_image_folder(shared_data / "cifar10-jpeg" / "train",
-                                                     paths=[paths[i] for i in pick])
-    x_test, y_test = qrk.data.read_pickle_batch(shared_data / "cifar10" / "cifar-10-batches-py" / "test_batch")
-    return (x_train.astype(np.float32) / 255, y_train), (x_test.astype(np.float32) / 255, y_test)
-
-
 _TRAINED: dict = {}
 # (learning rate, batch size, epochs): stochastic ternary weights need more, larger steps to leave chance level in
 # so few images. Since stochastic quantizers really sample during fit (qrobust_keras._keras), 5 epochs at 3e-3 reach
