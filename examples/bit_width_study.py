@@ -15,7 +15,7 @@ Everything is printed and saved to ``--out`` (``results.md``, ``results.json``, 
 Usage::
 
     python examples/bit_width_study.py --quick                      # tiny smoke run, about a minute
-    nice -n 10 python examples/bit_width_study.py --epochs 3        # short real run (see docs/honest_evaluation.md)
+    nice -n 10 python examples/bit_width_study.py                   # the full run of docs/honest_evaluation.md (~1.5 h)
 
 Policies: ``intN`` quantizes kernels and activations to N bits; ``ternary``/``binary`` use ternary/binary kernels
 and activations with the first convolution and the classifier kept at int8 (as is usual for such networks).
