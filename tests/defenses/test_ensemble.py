@@ -1,9 +1,6 @@
 """Tests of qrobust_keras.defenses.ensemble: combine rules against numpy, gradients through every member, the
 vote surrogate, adaptive vs transfer evaluation, config round trip, errors."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -13,19 +10,7 @@ from qrobust_keras.attacks.pgd import pgd
 from qrobust_keras.defenses import MixedPrecisionEnsemble, evaluate_ensemble
 from qrobust_keras.models.heads import logits_model
 
-
-def _fixtures():
-    name = "_qrk_diag_fixtures"
-    if name not in sys.modules:
-        path = pathlib.Path(__file__).resolve().parents[1] / "evaluation" / "_diag_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
+import _diag_fixtures as fx  # noqa: E402  (put on sys.path by conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,16 @@
 """A small CIFAR-10 classifier trained once per session for the evaluation tests."""
 
+import pathlib
 import pickle
+import sys
 
 import numpy as np
 import pytest
 
 from qrobust_keras._keras import keras, layers
+
+# the shared model builders of the diagnostics tests (_diag_fixtures.py) import by name
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 def _load(shared_data, name):

@@ -1,9 +1,6 @@
 """Tests of qrobust_keras.evaluation.masking: a gradient-masking model is flagged, a plain float model is not."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -11,18 +8,8 @@ import pytest
 from qrobust_keras.evaluation.masking import (CHECK_NAMES, diagnose_gradient_masking, input_gradients,
                                               masking_diagnostic)
 
+import _diag_fixtures as fx  # noqa: E402  (put on sys.path by conftest.py)
 
-def _fixtures():
-    name = "_qrk_diag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_diag_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
 SETTINGS = dict(eps=8 / 255, steps=10, queries=200, more_steps_factor=2, more_restarts=1, batch_size=64)
 
 

@@ -1,9 +1,6 @@
 """Tests of qrobust_keras.evaluation.misalignment: self-alignment is 1, closed form on linear models, STE
 gradients of a quantized model, zero gradients, errors."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -11,18 +8,7 @@ import pytest
 from qrobust_keras._keras import keras
 from qrobust_keras.evaluation.misalignment import gradient_misalignment
 
-
-def _fixtures():
-    name = "_qrk_diag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_diag_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
+import _diag_fixtures as fx  # noqa: E402  (put on sys.path by conftest.py)
 
 
 def test_model_with_itself_is_perfectly_aligned(shared_data):

@@ -1,10 +1,8 @@
 """Tests of qrobust_keras.evaluation.transferability: diagonal = direct attack, Bernhard's sample protocol,
 outputs (markdown, JSON, PNG), errors."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -12,18 +10,8 @@ import pytest
 from qrobust_keras.attacks.pgd import pgd
 from qrobust_keras.evaluation.transferability import transferability
 
+import _diag_fixtures as fx  # noqa: E402  (put on sys.path by conftest.py)
 
-def _fixtures():
-    name = "_qrk_diag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_diag_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
 EPS = 4 / 255
 
 

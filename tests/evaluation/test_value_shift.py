@@ -1,9 +1,6 @@
 """Tests of qrobust_keras.evaluation.value_shift: zero for x_adv = x, grows with eps, numpy oracle, layer kinds,
 errors."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -12,18 +9,7 @@ from qrobust_keras._keras import keras
 from qrobust_keras.attacks.pgd import pgd
 from qrobust_keras.evaluation.value_shift import quantized_layers, value_shift
 
-
-def _fixtures():
-    name = "_qrk_diag_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("_diag_fixtures.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _fixtures()
+import _diag_fixtures as fx  # noqa: E402  (put on sys.path by conftest.py)
 
 
 @pytest.fixture(scope="module")
