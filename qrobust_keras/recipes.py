@@ -573,7 +573,7 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     model.fit(train_dataset(recipe, x, y), validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
               verbose=verbose)
     if recipe.bn_recalibration:
-        from qrobust_keras.training.batchnorm import recalibrate_batchnorm
+        from qrobust_keras.training.bn_recalibration import recalibrate_batchnorm
 
         pick = np.sort(np.random.default_rng(recipe.seed).permutation(len(x))[:recipe.bn_recalibration])
         shifts = recalibrate_batchnorm(model, train_dataset(recipe, x[pick], y[pick], training=False))

@@ -3,6 +3,6 @@ re-estimation for stochastic quantized models."""
 
 from qrobust_keras.training.step import StepContext, TrainStepHook, active_hooks, restore_train_step
 from qrobust_keras.training.adversarial import AdversarialTraining
-from qrobust_keras.training.batchnorm import recalibrate_batchnorm
+from qrobust_keras.training.bn_recalibration import recalibrate_batchnorm
 
 __all__ = ["AdversarialTraining", "recalibrate_batchnorm", "TrainStepHook", "StepContext", "active_hooks", "restore_train_step"]
