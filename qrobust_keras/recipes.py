@@ -40,7 +40,7 @@ from qrobust_keras.quantization import QuantPolicy
 
 __all__ = ["Recipe", "RECIPES", "MODELS", "DATASETS", "RECIPE_NOTES", "get_recipe", "list_recipes", "build_recipe",
            "build_model", "learning_rate", "jr_layer_weights", "train_dataset", "recipe_callbacks", "fit_recipe",
-           "read_history", "HistoryCSV", "SaveLast", "save_model_atomic"]
+           "read_history", "HistoryCSV", "SaveLast", "save_model_atomic", "copy_weights_by_name"]
 
 RECIPES = ("mlcommons", "stq_jr", "stq_jr_at")
 MODELS = ("resnet8", "ds_cnn")
@@ -310,9 +310,9 @@ def jr_layer_weights(recipe: Recipe, model: keras.Model) -> dict[str, float]:
     """Per-layer JR lambdas ``{layer name: lambda_l}`` of the recipe for ``model``.
 
     ``jr_layers="output"``: ``{"logits": lambda}``. ``"activations"``: the logits and every activation layer (QKeras
-    ``QActivation`` or a ReLU ``Activation``/``ReLU``, softmax excluded): the logits get ``jr_weight``, hidden layers
-    ``jr_hidden_weight * K / dim(h_l)`` when ``jr_normalize`` (K = number of classes; ``dim`` = units per sample),
-    else ``jr_hidden_weight``.
+    ``QActivation`` or a ReLU ``Activation``/``ReLU``; softmax and residual-branch quantizers excluded): the logits
+    get ``jr_weight``, hidden layers ``jr_hidden_weight * K / dim(h_l)`` when ``jr_normalize`` (K = number of
+    classes; ``dim`` = units per sample), else ``jr_hidden_weight``.
     """
     lam = float(recipe.jr_weight)
     logits = model.get_layer("logits")
@@ -321,8 +321,10 @@ def jr_layer_weights(recipe: Recipe, model: keras.Model) -> dict[str, float]:
     if recipe.jr_layers == "activations":
         for layer in model.layers:
             kind = type(layer).__name__
-            is_act = kind in ("QActivation", "ReLU") or (
-                kind == "Activation" and "relu" in str(layer.get_config().get("activation", "")))
+            # the signed quantized_bits of a residual branch (qlayers.add_input) rounds a convolution output; it is
+            # not one of the network's activations
+            is_act = (kind == "QActivation" and type(layer.quantizer).__name__ != "quantized_bits") or kind == "ReLU" \
+                or (kind == "Activation" and "relu" in str(layer.get_config().get("activation", "")))
             if is_act:
                 dim = int(np.prod(layer.output.shape[1:]))
                 hidden = float(recipe.jr_hidden_weight)
@@ -508,9 +510,39 @@ def read_history(path: str) -> list[dict]:
     return out
 
 
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copy the weights of every layer of ``target`` that has weights from the layer of ``source`` with its name.
+
+    Layers without weights (activations, the residual-branch quantizers) may differ between the two models.
+
+    Returns:
+        The names of the layers copied.
+
+    Raises:
+        ValueError: a weighted layer of ``target`` is missing in ``source`` or its weights have other shapes.
+    """
+    copied = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"layer {layer.name!r} of model {target.name!r} is not in the initial model "
+                             f"{source.name!r}; it must be the same architecture (layers with weights: "
+                             f"{[lay.name for lay in target.layers if lay.weights]})") from None
+        shapes = [tuple(w.shape) for w in other.weights], [tuple(w.shape) for w in layer.weights]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"layer {layer.name!r}: the initial model's weights have shapes {shapes[0]}, the "
+                             f"recipe's model needs {shapes[1]}")
+        layer.set_weights(other.get_weights())
+        copied.append(layer.name)
+    return copied
+
+
 def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str, *,
                extra_callbacks: list | None = None, verbose: int = 1, run_info: dict | None = None,
-               clip_range: tuple[float, float] | None = None) -> keras.Model:
+               clip_range: tuple[float, float] | None = None, init_weights: str | None = None) -> keras.Model:
     """Train a recipe into the run folder ``out``, resumable after a kill.
 
     Writes ``out/run_config.json`` (the recipe and ``run_info``), ``out/history.csv`` (one row per finished epoch:
@@ -529,6 +561,10 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
         run_info: extra JSON-serializable facts recorded in ``run_config.json`` (data source, sizes).
         clip_range: input range for adversarial training; default [0, 1] for images, the training data's range
             for features.
+        init_weights: a saved model (e.g. an earlier run's ``model.h5``) whose weights start the training, copied
+            layer by layer by name (:func:`copy_weights_by_name`): fine-tuning, e.g. adversarial fine-tuning of a
+            trained ``stq_jr`` model with ``stq_jr_at`` (Jeddi et al. 2020, arXiv 2012.13628). A resumed run
+            continues from its backup instead.
 
     Returns:
         The trained model (also saved as ``out/model.h5``).
@@ -563,8 +599,16 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     config = {"recipe": recipe.to_dict(), "clip_range": list(clip_range), "run_info": run_info or {},
               "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
               "status": "training"}
-    _atomic_text(config_path, json.dumps(config, indent=2))
     model, callbacks = build_recipe(recipe, clip_range)
+    if init_weights is not None:
+        from qrobust_keras.models import load_model
+
+        if not os.path.exists(init_weights):
+            raise FileNotFoundError(f"init_weights={init_weights!r} does not exist; pass a saved model (.h5/.keras "
+                                    "file or SavedModel folder), e.g. an earlier run's model.h5")
+        copied = copy_weights_by_name(load_model(init_weights, compile=False), model)
+        config["init_weights"] = {"path": os.path.abspath(init_weights), "layers": len(copied)}
+    _atomic_text(config_path, json.dumps(config, indent=2))
     callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)), *callbacks,
                  HistoryCSV(os.path.join(out, HISTORY_CSV)), SaveLast(os.path.join(out, LAST_MODEL)),
                  *(extra_callbacks or [])]

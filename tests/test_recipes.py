@@ -11,7 +11,7 @@ import pytest
 
 from qrobust_keras._keras import keras
 from qrobust_keras.recipes import (
-    HistoryCSV, Recipe, build_recipe, fit_recipe, get_recipe, jr_layer_weights, learning_rate, list_recipes,
+    HistoryCSV, Recipe, build_model, build_recipe, fit_recipe, get_recipe, jr_layer_weights, learning_rate, list_recipes,
     read_history,
 )
 

@@ -56,6 +56,11 @@ class ClonePlan:
         kernel_steps: ``{weight layer name: per-output-channel step}`` for quantized kernels (after folding): every
             kernel value is an integer multiple ``k * step[c]`` with ``|k| <= 127``, so int8 can store it exactly.
         replaced: ``{layer name: "QConv2D -> Conv2D"}`` for every layer whose type changed.
+        output_grids: ``{weight layer name: step}`` for the weight layers whose output a QKeras
+            ``quantized_bits(b <= 8, keep_negative=True, alpha=1)`` activation puts on the signed grid
+            ``k * step``, ``k = -2^(b-1) .. 2^(b-1) - 1`` (the residual-branch quantizers of
+            :func:`qrobust_keras.quantization.layers.add_input`): the exporter gives that int8 tensor
+            ``scale = step``, ``zero_point = 0``, and the clone has an identity in the quantizer's place.
     """
 
     folded: dict = dataclasses.field(default_factory=dict)
@@ -63,6 +68,23 @@ class ClonePlan:
     kernel_levels: dict = dataclasses.field(default_factory=dict)
     kernel_steps: dict = dataclasses.field(default_factory=dict)
     replaced: dict = dataclasses.field(default_factory=dict)
+    output_grids: dict = dataclasses.field(default_factory=dict)
+
+
+def _signed_grid_step(quantizer: Any, layer_name: str) -> float | None:
+    """Step of a QKeras ``quantized_bits`` that int8 saturation and requantization reproduce exactly, or None
+    for other quantizers; raises for a ``quantized_bits`` with options that int8 cannot reproduce."""
+    if _quantizer_kind(quantizer) != "quantized_bits":
+        return None
+    bits, integer = int(quantizer.bits), int(np.asarray(quantizer.integer))
+    alpha = getattr(quantizer, "alpha", None)
+    exact = (bits <= 8 and quantizer.keep_negative and not quantizer.symmetric and alpha in (1, 1.0, None)
+             and not quantizer.use_stochastic_rounding and float(getattr(quantizer, "qnoise_factor", 1.0)) == 1.0)
+    if not exact:
+        raise UnsupportedLayerError(
+            f"layer {layer_name!r}: activation quantizer {quantizer} has no exact int8 equivalent; accepted: "
+            "quantized_bits(bits <= 8, integer, keep_negative=True, symmetric=0, alpha=1)")
+    return 2.0 ** (integer - bits + 1)
 
 
 def _quantizer_kind(quantizer: Any) -> str:
@@ -308,6 +330,24 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
                 plan.folded[layer.name] = children[0].name
     bn_of = {id(w): bn for bn_id, w in fold_bn.items() for bn in model.layers if id(bn) == bn_id}
 
+    # 2) signed quantized_bits activations right after a weight layer (or its folded BatchNorm) become the int8
+    # scale of that layer's output tensor, which must then feed nothing else.
+    grid_source: dict = {}   # id(QActivation) -> weight layer
+    for layer in model.layers:
+        quantizer = getattr(layer, "quantizer", None)
+        if type(layer).__name__ != "QActivation" or _signed_grid_step(quantizer, layer.name) is None:
+            continue
+        parents = _inbound_layers(layer)
+        source = parents[0] if len(parents) == 1 else None
+        if source is not None and id(source) in fold_bn and consumers.get(id(source), 0) == 1:
+            source = fold_bn[id(source)]
+        if (source is None or type(source).__name__ not in _WEIGHT_TYPES or _has_activation(source)
+                or consumers.get(id(source), 0) != 1 or len(layer._inbound_nodes) != 1):
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r}: a quantized_bits activation exports only right after a convolution or dense "
+                "layer without activation (BatchNorm in between is folded) whose output feeds nothing else")
+        grid_source[id(layer)] = source
+
     new_weights: dict = {}   # new layer name -> weights list
     mean_pools: dict = {}    # id(global AveragePooling2D fed by a QActivation) -> its single Flatten consumer or None
     for layer in model.layers:
@@ -360,6 +400,9 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
             quantizer = layer.quantizer if hasattr(layer, "quantizer") else layer.activation
             if isinstance(quantizer, str):
                 return keras.layers.Activation(quantizer, name=layer.name)
+            if id(layer) in grid_source:
+                plan.output_grids[grid_source[id(layer)].name] = _signed_grid_step(quantizer, layer.name)
+                return keras.layers.Activation("linear", name=layer.name)
             new = _activation_layer(quantizer, layer.name, plan, relu_clip)
             return new if new is not None else keras.layers.Activation("linear", name=layer.name)
         if id(layer) in mean_pools:

@@ -191,7 +191,8 @@ def _producer_index(sub: Any) -> tuple[dict, dict]:
 
 
 def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_steps: dict | None = None,
-                      add_input_ranges: dict | None = None) -> tuple[bytes, dict, dict]:
+                      add_input_ranges: dict | None = None, output_grids: dict | None = None,
+                      output_ranges: dict | None = None) -> tuple[bytes, dict, dict]:
     """Write QKeras grids into an int8 file so that the device computes what the QKeras model computes.
 
     Activations: a QKeras ``quantized_relu(b, i)`` outputs ``k * step`` with ``step = 2^(i-b)``,
@@ -216,6 +217,12 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         add_input_ranges: ``{weight layer name: (lo, hi)}``, clipping ranges of layer outputs that enter an ADD in
             front of an activation grid (see :mod:`qrobust_keras.export.calibrate`); others keep their calibrated
             range, narrowed where that is exact (see ``_tighten_add_inputs``).
+        output_grids: ``{weight layer name: step}``: that op's output tensor is a signed QKeras grid (``scale =
+            step``, ``zero_point = 0``; see :func:`qrobust_keras.quantization.layers.add_input`), found like the
+            ops of ``kernel_steps``.
+        output_ranges: ``{weight layer name: (lo, hi)}``: that op's output tensor spans ``[lo, hi]`` (with ``lo <= 0
+            <= hi``) instead of its calibrated min/max, e.g. the logits range that keeps the argmax
+            (:func:`qrobust_keras.export.calibrate.calibrate_logit_range`).
 
     Returns:
         ``(patched bytes, {activation layer: tensor name}, {weight layer: filter tensor name})``.
@@ -252,6 +259,14 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
             raise ValueError(f"quantized activation {layer!r} has {levels} levels; int8 holds at most 256")
         new_params[t] = (float(step), int(127 - (levels - 1)))
         applied_act[layer] = _tensor_name(sub.tensors[t])
+    for layer, step in (output_grids or {}).items():
+        i = _weight_op(model, sub, layer)
+        t = int(sub.operators[i].outputs[0])
+        if sub.tensors[t].type != fb.TensorType.INT8:
+            raise ValueError(f"quantized output of {layer!r}: tensor {_tensor_name(sub.tensors[t])!r} is "
+                             f"{tensor_type_name(sub.tensors[t].type)}, not INT8")
+        new_params[t] = (float(step), 0)
+        applied_act[layer] = _tensor_name(sub.tensors[t])
     queue = list(new_params)
     while queue:
         t = queue.pop()
@@ -270,17 +285,22 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         q.max = None
         changed_ops.update(i for i in consumers.get(t, []) if int(sub.operators[i].inputs[0]) == t)
 
+    for layer, (lo, hi) in (output_ranges or {}).items():
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        if not hi > lo:
+            raise ValueError(f"output range of {layer!r} must have lo < hi; got ({lo}, {hi})")
+        q = sub.tensors[int(sub.operators[_weight_op(model, sub, layer)].outputs[0])].quantization
+        scale = (hi - lo) / 255.0
+        q.scale = np.asarray([scale], np.float32)
+        q.zeroPoint = np.asarray([int(np.clip(np.round(-128 - lo / scale), -128, 127))], np.int64)
+        q.min = None
+        q.max = None
     if new_params:
         _tighten_add_inputs(model, sub, new_params, producers, consumers, add_input_ranges or {})
 
     applied_kernel: dict[str, str] = {}
     for layer, step in (kernel_steps or {}).items():
-        pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/")
-        ops = [i for i, op in enumerate(sub.operators) if _op_code_name(model, op.opcodeIndex) in _WEIGHT_OPS
-               and any(pattern.search(_tensor_name(sub.tensors[t]))
-                       for t in [op.outputs[0], *[t for t in op.inputs[1:] if t >= 0]])]
-        if len(ops) != 1:
-            raise ValueError(f"quantized kernel {layer!r}: found {len(ops)} weight ops named '{layer}/' in the file")
+        ops = [_weight_op(model, sub, layer)]
         op = sub.operators[ops[0]]
         ft = sub.tensors[op.inputs[1]]
         values, q = tensor_values(model, int(op.inputs[1])), _qparams(ft)
@@ -341,6 +361,20 @@ def patch_exact_grids(data: bytes, activation_grids: dict | None = None, kernel_
         bias_t.quantization.zeroPoint = np.zeros(new_scale.size, np.int64)
         model.buffers[bias_t.buffer].data = np.frombuffer(codes.tobytes(), np.uint8)
     return write_model(model), applied_act, applied_kernel
+
+
+def _weight_op(model: Any, sub: Any, layer: str) -> int:
+    """Index of the one weight op of Keras layer ``layer``: ``<layer>/`` names its output, filter or bias tensor (the
+    model's final output tensor is renamed by the converter, so the output alone is not enough)."""
+    import re
+
+    pattern = re.compile(rf"(^|[/;]){re.escape(layer)}/")
+    ops = [i for i, op in enumerate(sub.operators) if _op_code_name(model, op.opcodeIndex) in _WEIGHT_OPS
+           and any(pattern.search(_tensor_name(sub.tensors[t]))
+                   for t in [op.outputs[0], *[t for t in op.inputs[1:] if t >= 0]])]
+    if len(ops) != 1:
+        raise ValueError(f"layer {layer!r}: found {len(ops)} weight ops named '{layer}/' in the file")
+    return ops[0]
 
 
 def _real_range(model: Any, sub: Any, t: int, producers: dict) -> tuple[float, float]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.export import flatbuffer
-from qrobust_keras.export.calibrate import calibrate_add_inputs
+from qrobust_keras.export.calibrate import calibrate_add_inputs, calibrate_logit_range
 from qrobust_keras.export.clone import plain_clone
 from qrobust_keras.export.runner import TFLiteModel
 
@@ -184,9 +184,25 @@ def _keras_scores(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> n
     return np.concatenate([forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
 
 
+def _logits_layer(clone: keras.Model) -> str | None:
+    """Name of the weight layer of ``clone`` that computes its class logits (None when there is no such layer)."""
+    from qrobust_keras.models.heads import logits_tensor
+
+    try:
+        tensor, name, rebuilt = logits_tensor(clone)
+    except ValueError:
+        return None
+    layer = clone.get_layer(name)
+    if rebuilt is not None or type(layer).__name__ not in ("Dense", "Conv2D") or len(tensor.shape) != 2 or (
+            tensor.shape[-1] or 0) < 2:
+        return None
+    return name
+
+
 def export_tflite(model: keras.Model, path: str | os.PathLike, representative_data: Any, int8: bool = True,
                   labels: Any = None, overwrite: bool = False, fidelity_data: Any = None, logits: bool = False,
-                  calibration_samples: int = 500, exact_activations: bool = True) -> ExportInfo:
+                  calibration_samples: int = 500, exact_activations: bool = True,
+                  logit_range: str = "auto") -> ExportInfo:
     """Export a Keras/QKeras classifier to a TFLite flatbuffer and measure how well the file matches it.
 
     Args:
@@ -206,6 +222,11 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
         exact_activations: write each QKeras ``quantized_relu`` grid into its int8 tensor and store quantized
             kernels as their exact integer codes (see :func:`~qrobust_keras.export.flatbuffer.patch_exact_grids`);
             False keeps the converter's calibrated ranges, an explicit ReLU clip and its weight scales.
+        logit_range: int8 range of the logits tensor in an int8 export: ``"argmax"`` spans only the values that can
+            decide the argmax (:func:`~qrobust_keras.export.calibrate.calibrate_logit_range`; about twice as fine a
+            step, so fewer top-2 ties; logits far below the top saturate), ``"minmax"`` keeps the converter's
+            min/max over all classes. ``"auto"`` (default): ``"argmax"`` for a softmax output, ``"minmax"`` when
+            ``logits=True`` (score-based attacks read every class's logit).
 
     Returns:
         :class:`ExportInfo` (size, op counts, quantization, fidelity).
@@ -227,6 +248,10 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"path={path!r} exists; pass overwrite=True to replace it")
+    if logit_range not in ("auto", "argmax", "minmax"):
+        raise ValueError(f"logit_range must be 'auto', 'argmax' or 'minmax'; got {logit_range!r}")
+    if logit_range == "auto":
+        logit_range = "minmax" if logits else "argmax"
     if not isinstance(calibration_samples, int) or calibration_samples < 1:
         raise ValueError(f"calibration_samples must be a positive integer; got {calibration_samples!r}")
     rep = None if representative_data is None else _check_data(representative_data, model, "representative_data")
@@ -256,12 +281,21 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
     notes: list[str] = []
     applied: dict = {}
     kernels_applied: dict = {}
-    if int8 and (plan.activation_grids or plan.kernel_steps):
+    output_ranges = {}
+    if int8 and logit_range == "argmax":
+        layer = _logits_layer(clone)
+        if layer is not None:
+            output_ranges[layer] = calibrate_logit_range(clone, rep[:calibration_samples], layer)
+            notes.append(f"int8 logits span [{output_ranges[layer][0]:.3g}, {output_ranges[layer][1]:.3g}] "
+                         "(argmax-preserving range; logit_range='minmax' keeps the converter's)")
+    if int8 and (plan.activation_grids or plan.kernel_steps or plan.output_grids or output_ranges):
         if exact_activations:
             add_ranges = calibrate_add_inputs(clone, plan, rep[:calibration_samples])
             data, applied, kernels_applied = flatbuffer.patch_exact_grids(data, plan.activation_grids,
-                                                                          plan.kernel_steps, add_ranges)
+                                                                          plan.kernel_steps, add_ranges,
+                                                                          plan.output_grids, output_ranges)
         else:
+            data, _, _ = flatbuffer.patch_exact_grids(data, output_ranges=output_ranges)
             notes.append("QKeras grids not written (exact_activations=False): int8 ranges calibrated")
     elif not int8 and plan.activation_grids:
         notes.append("float file: quantized ReLUs are clipped ReLUs without the QKeras rounding grid")

@@ -7,7 +7,9 @@ The same layout serves SVHN (Ayaz et al. 2023, arXiv 2304.12829).
 
 Layer names (identical for the float and every quantized variant): ``conv_1, bn_1, relu_1``, then per stack ``s`` in
 1..3 ``stack{s}_conv_a, stack{s}_bn_a, stack{s}_relu_a, stack{s}_conv_b, stack{s}_bn_b[, stack{s}_shortcut],
-stack{s}_add, stack{s}_relu``, then ``pool, flatten, logits, softmax``.
+stack{s}_add, stack{s}_relu``, then ``pool, flatten, logits, softmax``. When the activation after an add is an
+integer ReLU grid (``quantize_add_inputs``), the convolution branches entering it pass through
+``stack{s}_branch_q`` (after ``stack{s}_bn_b``) and ``stack{s}_shortcut_q`` (after ``stack{s}_shortcut``).
 
 Example:
 
@@ -30,7 +32,8 @@ RESNET8_FILTERS = (16, 32, 64)
 
 
 def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any = "float",
-            input_scale: float = 1.0, weight_decay: float = 1e-4, name: str = "resnet8") -> keras.Model:
+            input_scale: float = 1.0, weight_decay: float = 1e-4, name: str = "resnet8",
+            quantize_add_inputs: bool = True) -> keras.Model:
     """Build the MLCommons Tiny ResNet-8.
 
     Args:
@@ -43,6 +46,9 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
             [0, 1] input convention.
         weight_decay: L2 factor on every kernel (1e-4 in the reference).
         name: model name.
+        quantize_add_inputs: put each convolution branch that enters a residual add on the grid of the quantized
+            ReLU after it (:func:`~qrobust_keras.quantization.layers.add_input`), so that the int8 file's ``ADD``
+            computes exactly what the model computes. No effect where that activation is float, ternary or binary.
 
     Returns:
         A functional ``tf_keras`` model from images to softmax scores; the pre-softmax tensor is layer ``logits``.
@@ -51,6 +57,8 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
         ValueError: for a bad num_classes, input_shape, policy, or overrides that match no layer.
     """
     check_positive_int(num_classes, "num_classes")
+    if not isinstance(quantize_add_inputs, bool):
+        raise ValueError(f"quantize_add_inputs must be True or False; got {quantize_add_inputs!r}")
     input_shape = check_input_shape(input_shape)
     policy = QuantPolicy.from_any(policy)
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
@@ -72,8 +80,14 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
         y = qlayers.activation(name=p + "relu_a", policy=policy)(y)
         y = qlayers.conv2d(filters, 3, strides=1, name=p + "conv_b", policy=policy, **conv_kwargs)(y)
         y = qlayers.batch_norm(name=p + "bn_b", policy=policy)(y)
+        grid_y = qlayers.add_input(name=p + "branch_q", activation_name=p + "relu", policy=policy)
+        if quantize_add_inputs and grid_y is not None:
+            y = grid_y(y)
         if strides != 1 or filters != in_filters:
             x = qlayers.conv2d(filters, 1, strides=strides, name=p + "shortcut", policy=policy, **conv_kwargs)(x)
+            grid_x = qlayers.add_input(name=p + "shortcut_q", activation_name=p + "relu", policy=policy)
+            if quantize_add_inputs and grid_x is not None:
+                x = grid_x(x)
         x = keras.layers.Add(name=p + "add")([x, y])
         x = qlayers.activation(name=p + "relu", policy=policy)(x)
         in_filters = filters

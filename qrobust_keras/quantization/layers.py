@@ -97,4 +97,36 @@ def batch_norm(*, name: str, policy: Any = "float", **kwargs: Any) -> keras.laye
                                       beta_quantizer=get_quantizer(spec, "bias"), **kwargs)
 
 
-__all__ = ["conv2d", "depthwise_conv2d", "dense", "activation", "batch_norm"]
+def add_input(*, name: str, activation_name: str, policy: Any = "float") -> keras.layers.Layer | None:
+    """Quantizer of a residual branch entering an ``Add``: ``QActivation(quantized_bits(8, i, keep_negative=True,
+    alpha=1))`` on the grid of the quantized ReLU ``activation_name`` that follows the ``Add``, or None.
+
+    An int8 device adds two int8 tensors and rounds the sum to the activation grid; a QKeras model that adds two
+    float branches rounds once. No choice of int8 scales makes the two roundings equal (double rounding), so the
+    model itself puts each branch on the activation's step ``s = 2^(i_r - b_r)`` (for ``quantized_relu(b_r, i_r)``)
+    with 256 signed levels, ``[-128 s, 127 s]`` (``i = i_r - b_r + 7``). The sum of two values on the grid is on
+    the grid, so the ReLU's rounding is then the identity and the int8 ``ADD`` computes exactly what the model
+    computes; training sees the rounding through the straight-through estimator. This is what quantization-aware
+    training does at every tensor an integer graph materializes (Jacob et al. 2018, arXiv 1712.05877, sec. 3).
+
+    Args:
+        name: name of the new layer.
+        activation_name: the activation layer after the ``Add`` (its policy spec decides the grid).
+        policy: the model's policy.
+
+    Returns:
+        The ``QActivation``, or None when that activation is not a ``quantized_relu`` grid of at most 8 bits (float,
+        ternary/binary or custom quantizers: there is no grid to match).
+    """
+    policy = QuantPolicy.from_any(policy)
+    spec = policy.resolve(_check_name(activation_name), "activation", "activation")
+    quantizer = None if is_float_spec(spec) else get_quantizer(spec, "activation")
+    if type(quantizer).__name__ != "quantized_relu" or int(quantizer.bits) > 8 or quantizer.use_sigmoid or \
+            quantizer.negative_slope or quantizer.use_stochastic_rounding or not quantizer.is_quantized_clip:
+        return None
+    integer = int(quantizer.integer) - int(quantizer.bits) + 7
+    return qkeras.QActivation(qkeras.quantized_bits(8, integer, keep_negative=True, symmetric=0, alpha=1),
+                              name=_check_name(name))
+
+
+__all__ = ["conv2d", "depthwise_conv2d", "dense", "activation", "batch_norm", "add_input"]

@@ -23,7 +23,32 @@ def test_parameter_counts_and_identical_topology_for_every_policy(builder, param
     for policy in POLICIES:
         model = builder(policy=policy)
         assert model.count_params() == params
-        assert _structure(model) == _structure(float_model)
+        twin = builder(policy=policy, quantize_add_inputs=False) if builder is qrk.models.resnet8 else model
+        assert _structure(twin) == _structure(float_model)
+
+
+@pytest.mark.parametrize("policy, grid", [("int4", (5, 0.25)), ("int8", (2, 1 / 32)), ("int2", (6, 0.5)),
+                                          (POLICIES[-1], (5, 0.25))])
+def test_resnet8_rounds_residual_branches_on_the_activation_grid(policy, grid):
+    """Every convolution entering an add is put on the grid of the quantized ReLU after the add, with int8 range."""
+    model = qrk.models.resnet8(policy=policy)
+    names = [layer.name for layer in model.layers if layer.name.endswith("_q")]
+    assert names == ["stack1_branch_q", "stack2_shortcut_q", "stack2_branch_q", "stack3_shortcut_q",
+                     "stack3_branch_q"]
+    integer, step = grid
+    q = model.get_layer("stack2_branch_q").quantizer
+    assert (type(q).__name__, q.bits, q.integer, q.keep_negative, q.alpha) == ("quantized_bits", 8, integer, True, 1)
+    v = np.array([-200.0, -3.3 * step, 0.4 * step, 1.6 * step, 200.0], np.float32)
+    np.testing.assert_allclose(q(v).numpy(), np.array([-128, -3, 0, 2, 127]) * step)
+    inputs = model.get_layer("stack2_add")._inbound_nodes[0].inbound_layers
+    assert [layer.name for layer in inputs] == ["stack2_shortcut_q", "stack2_branch_q"]
+
+
+@pytest.mark.parametrize("policy", ["float", "ternary", "binary", "stochastic_ternary"])
+def test_no_branch_quantizers_without_an_activation_grid(policy):
+    assert not [layer for layer in qrk.models.resnet8(policy=policy).layers if layer.name.endswith("_q")]
+    assert not [layer for layer in qrk.models.resnet8(policy="int4", quantize_add_inputs=False).layers
+                if layer.name.endswith("_q")]
 
 
 def test_resnet8_quantized_layers_follow_policy_and_overrides():
@@ -55,7 +80,8 @@ def test_unmatched_override_is_an_error():
 
 
 @pytest.mark.parametrize("kwargs, match", [({"num_classes": 0}, "num_classes"), ({"input_shape": (32, 32)}, "input_shape"),
-                                           ({"policy": "int3"}, "valid names")])
+                                           ({"policy": "int3"}, "valid names"),
+                                           ({"quantize_add_inputs": "yes"}, "quantize_add_inputs must be True or False")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         qrk.models.resnet8(**kwargs)
