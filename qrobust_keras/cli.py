@@ -187,7 +187,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"training and {len(data.test[0])} validation samples, {recipe.epochs} epochs, batch "
               f"{recipe.batch_size}; run folder {args.out}")
     fit_recipe(recipe, data.train, data.test if len(data.test[0]) else None, args.out, verbose=args.verbose,
-               run_info=data.describe())
+               run_info=data.describe(), init_weights=args.init_weights)
     if args.verbose:
         print(f"qrobust train: done; model {os.path.join(args.out, 'model.h5')}, history "
               f"{os.path.join(args.out, 'history.csv')}")
@@ -558,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=int, default=None,
                    help="validate on a random subset of the test split of this size (0: no validation)")
     p.add_argument("--out", required=True, help="run folder (created; reuse it to resume)")
+    p.add_argument("--init-weights", default=None, metavar="MODEL",
+                   help="start from the weights of this saved model (layer names must match), e.g. an stq_jr "
+                        "run's model.h5 for adversarial fine-tuning with --recipe stq_jr_at")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 

@@ -70,8 +70,9 @@ def test_jr_layer_weights_are_width_normalised():
     recipe = get_recipe("stq_jr", dataset="cifar10")
     model, _ = build_recipe(recipe)
     w = jr_layer_weights(recipe, model)
-    relus = [layer.name for layer in model.layers if type(layer).__name__ == "QActivation"]
-    assert list(w) == relus + ["logits"] and len(relus) == 7
+    relus = [layer.name for layer in model.layers if type(layer).__name__ == "QActivation" and "relu" in layer.name]
+    assert list(w) == relus + ["logits"] and len(relus) == 7  # the residual-branch quantizers are not activations
+    assert any(name.endswith("_branch_q") for name in (layer.name for layer in model.layers))
     assert w["logits"] == 0.01
     assert w["relu_1"] == pytest.approx(1e-4 * 10 / (32 * 32 * 16))
     assert w["stack3_relu"] == pytest.approx(1e-4 * 10 / (8 * 8 * 64))
@@ -199,3 +200,36 @@ def test_resuming_with_a_different_recipe_is_refused(tmp_path):
     seen = _Seen()
     fit_recipe(get_recipe("mlcommons", epochs=2), (x, y), None, out, extra_callbacks=[seen], verbose=0)
     assert seen.epochs == [1]
+
+
+class _FirstBatchWeights(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = [w.copy() for w in self.model.get_weights()]
+
+
+def test_init_weights_start_training_from_a_saved_model(tmp_path):
+    """stq_jr_at fine-tuning of an stq_jr model: training starts from its weights (layer names), recorded in the
+    run config; a missing file or another architecture is a clear error."""
+    from qrobust_keras.recipes import copy_weights_by_name, save_model_atomic
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=32)
+    source = build_recipe(get_recipe("stq_jr"))[0]
+    for layer in source.layers:  # weights no fresh initialisation gives
+        if layer.weights:
+            layer.set_weights([w + 0.5 for w in layer.get_weights()])
+    save_model_atomic(source, str(tmp_path / "start.h5"))
+    start = _FirstBatchWeights()
+    recipe = get_recipe("stq_jr_at", epochs=1, batch_size=16, bn_recalibration=0, at_steps=1)
+    fit_recipe(recipe, (x, y), None, str(tmp_path / "run"), extra_callbacks=[start], verbose=0,
+               init_weights=str(tmp_path / "start.h5"))
+    for got, want in zip(start.weights, source.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    config = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    weighted = [layer for layer in source.layers if layer.weights]
+    assert config["init_weights"]["layers"] == len(weighted) == 17
+    assert config["init_weights"]["path"].endswith("start.h5")
+    with pytest.raises(FileNotFoundError, match="init_weights='nope.h5' does not exist"):
+        fit_recipe(recipe, (x, y), None, str(tmp_path / "run2"), verbose=0, init_weights="nope.h5")
+    with pytest.raises(ValueError, match="layer 'conv_1'.* shapes"):
+        copy_weights_by_name(source, build_model(get_recipe("stq_jr", input_shape=(32, 32, 1))))
