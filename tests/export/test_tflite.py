@@ -283,9 +283,10 @@ def test_stochastic_ternary_resnet8_fidelity_on_cifar10(resnet8_stochastic_terna
     (x_train, _), (x_test, y_test) = cifar_small
     info = export_tflite(resnet8_stochastic_ternary, tmp_path / "st.tflite", x_train[:300],
                          fidelity_data=(x_test, y_test))
-    assert info.accuracy_keras > 0.25
-    # Goal (issue 6): >= 0.98. Measured 0.974-0.976 once the stochastic quantizers really sample during training
-    # (0.973-0.988 before, when they trained as deterministic ternary); the float activations are int8-quantized by
-    # PTQ. The goal stays open; this asserts the level reached so that a regression fails.
-    assert info.agreement >= 0.96, info.to_markdown()
-    assert set(info.kernel_levels.values()) == {3}
+    assert info.accuracy_keras > 0.3
+    # The issue-6 goal, for the stq recipes' policy (stochastic-ternary kernels, int4 activations, int8 first/last
+    # layers). Measured 0.985 (0.981 with the converter's logits range). A weights-only stochastic-ternary model
+    # (float ReLUs, quantized by calibration in the file) measured 0.980 (0.974 before the logits range).
+    assert info.agreement >= 0.98, info.to_markdown()
+    assert set(info.kernel_levels.values()) == {3} and len(info.kernel_levels) == 8  # int8 conv_1 and logits
+    assert len(info.activation_grids) == 12
