@@ -80,14 +80,12 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
         y = qlayers.activation(name=p + "relu_a", policy=policy)(y)
         y = qlayers.conv2d(filters, 3, strides=1, name=p + "conv_b", policy=policy, **conv_kwargs)(y)
         y = qlayers.batch_norm(name=p + "bn_b", policy=policy)(y)
-        grid_y = qlayers.add_input(name=p + "branch_q", activation_name=p + "relu", policy=policy)
-        if quantize_add_inputs and grid_y is not None:
-            y = grid_y(y)
+        if quantize_add_inputs:
+            y = _on_add_grid(y, p + "branch_q", p + "relu", policy)
         if strides != 1 or filters != in_filters:
             x = qlayers.conv2d(filters, 1, strides=strides, name=p + "shortcut", policy=policy, **conv_kwargs)(x)
-            grid_x = qlayers.add_input(name=p + "shortcut_q", activation_name=p + "relu", policy=policy)
-            if quantize_add_inputs and grid_x is not None:
-                x = grid_x(x)
+            if quantize_add_inputs:
+                x = _on_add_grid(x, p + "shortcut_q", p + "relu", policy)
         x = keras.layers.Add(name=p + "add")([x, y])
         x = qlayers.activation(name=p + "relu", policy=policy)(x)
         in_filters = filters
@@ -99,6 +97,12 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
     model = keras.Model(inputs, outputs, name=name)
     check_overrides_matched(policy, model)
     return model
+
+
+def _on_add_grid(tensor: Any, name: str, activation_name: str, policy: QuantPolicy) -> Any:
+    """``tensor`` through the residual-branch quantizer of ``activation_name``'s grid, or unchanged without one."""
+    quantizer = qlayers.add_input(name=name, activation_name=activation_name, policy=policy)
+    return tensor if quantizer is None else quantizer(tensor)
 
 
 # Weighted layers in the creation order of the MLCommons training script (used to map the official weights).
