@@ -11,8 +11,8 @@ import pytest
 
 from qrobust_keras._keras import keras
 from qrobust_keras.recipes import (
-    HistoryCSV, Recipe, build_model, build_recipe, fit_recipe, get_recipe, jr_layer_weights, learning_rate, list_recipes,
-    read_history,
+    HistoryCSV, Recipe, build_model, build_recipe, fit_recipe, get_recipe, jr_layer_weights, learning_rate,
+    list_recipes, read_history,
 )
 
 

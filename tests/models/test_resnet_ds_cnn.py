@@ -79,9 +79,10 @@ def test_unmatched_override_is_an_error():
         qrk.models.resnet8(policy=qrk.quantization.QuantPolicy(kernel="int4", overrides={"conv1": "int8"}))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"num_classes": 0}, "num_classes"), ({"input_shape": (32, 32)}, "input_shape"),
-                                           ({"policy": "int3"}, "valid names"),
-                                           ({"quantize_add_inputs": "yes"}, "quantize_add_inputs must be True or False")])
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_classes": 0}, "num_classes"), ({"input_shape": (32, 32)}, "input_shape"),
+    ({"policy": "int3"}, "valid names"),
+    ({"quantize_add_inputs": "yes"}, "quantize_add_inputs must be True or False")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         qrk.models.resnet8(**kwargs)
