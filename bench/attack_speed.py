@@ -34,6 +34,7 @@ import numpy as np
 
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras, tf
+from qrobust_keras.recipes import copy_weights_by_name
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,16 +47,7 @@ def build_model(data: pathlib.Path, x_train: np.ndarray, y_train: np.ndarray, ep
         # Same layer names as the float reference; Rescaling(255) in front keeps our [0, 1] input convention.
         model = qrk.models.resnet8(policy="int4", input_scale=255.0)
         ref = qrk.models.load_mlcommons("resnet8", ref_path)
-        copied = 0
-        for layer in model.layers:
-            try:
-                other = ref.get_layer(layer.name)
-            except ValueError:
-                continue
-            weights = other.get_weights()
-            if weights and [w.shape for w in weights] == [w.shape for w in layer.get_weights()]:
-                layer.set_weights(weights)
-                copied += 1
+        copied = len(copy_weights_by_name(ref, model))
         source = f"MLCommons float weights ({copied} layers copied)"
     else:
         model = qrk.models.resnet8(policy="int4")

@@ -89,7 +89,7 @@ def calibrate_add_inputs(clone: keras.Model, plan: Any, x: np.ndarray, percentil
         if len(children) != 1 or children[0].name not in plan.activation_grids:
             continue
         sources = [_source_layer(p) for p in layer._inbound_nodes[0].inbound_layers]
-        if any(s.name in getattr(plan, "output_grids", {}) for s in sources):
+        if any(s.name in plan.output_grids for s in sources):
             continue  # the model rounds these branches itself; the exporter writes their grids
         if len(sources) == 2 and all(type(s).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense") for s in sources):
             adds.append((layer, sources, plan.activation_grids[children[0].name]))

@@ -295,7 +295,8 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
                                                                           plan.kernel_steps, add_ranges,
                                                                           plan.output_grids, output_ranges)
         else:
-            data, _, _ = flatbuffer.patch_exact_grids(data, output_ranges=output_ranges)
+            if output_ranges:
+                data, _, _ = flatbuffer.patch_exact_grids(data, output_ranges=output_ranges)
             notes.append("QKeras grids not written (exact_activations=False): int8 ranges calibrated")
     elif not int8 and plan.activation_grids:
         notes.append("float file: quantized ReLUs are clipped ReLUs without the QKeras rounding grid")
