@@ -221,7 +221,9 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
 
     Returns:
         ``{"n", "clean", "results": {attack: {eps_label: acc}}, "worst": {eps_label: acc}, "eps", "attacks":
-        settings, "robustness_report": RobustnessReport.to_dict()}`` with accuracies in [0, 1].
+        settings, "robustness_report": RobustnessReport.to_dict()}`` with accuracies in [0, 1]; with ``cw_l2``
+        also ``"cw_l2_distortion"``: its success rate on the clean-correct samples and the mean/median L2 and L-inf
+        distortion of the examples it found (input units).
     """
     import numpy as np
 
@@ -265,7 +267,15 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
                                     clip_min=lo, clip_max=hi, batch_size=batch_size)
         x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv
         fooled = predict_model.predict(x_adv, batch_size=batch_size, verbose=0).argmax(1) != y
-        dist = np.abs(x_adv - x).reshape(len(x), -1).max(1)
+        delta = (x_adv - x).reshape(len(x), -1)
+        dist = np.abs(delta).max(1)
+        l2 = np.sqrt(np.square(delta).sum(1))
+        broken = clean_ok & fooled
+        # Carlini & Wagner 2017 report minimum-norm attacks by success rate and distortion of the found examples.
+        distortion = {"attacked": int(clean_ok.sum()), "success": float(broken.sum() / max(clean_ok.sum(), 1))}
+        for stat, fn in (("mean", np.mean), ("median", np.median)):
+            distortion[f"{stat}_l2"] = float(fn(l2[broken])) if broken.any() else None
+            distortion[f"{stat}_linf"] = float(fn(dist[broken])) if broken.any() else None
         results["cw_l2"] = {}
         for e in eps_list:
             ok = clean_ok & ~(fooled & (dist <= e + 1e-7))
@@ -273,9 +283,12 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
             robust[e] &= ok
         settings["cw_l2"] = dict(registry.attack_kwargs("cw_l2", eps=None, scale=scale),
                                  note="L2 attack; broken at eps when misclassified within L-inf distance eps")
-    return {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results,
+    out = {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results,
             "worst": {eps_label(e): float(robust[e].mean()) for e in eps_list}, "eps": [float(e) for e in eps_list],
             "attacks": settings, "robustness_report": None if report is None else report.to_dict()}
+    if "cw_l2" in attacks:
+        out["cw_l2_distortion"] = distortion
+    return out
 
 
 def evaluation_markdown(ev: dict, title: str) -> str:
@@ -286,6 +299,13 @@ def evaluation_markdown(ev: dict, title: str) -> str:
     for name, row in ev["results"].items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * row[lab]:.1f}%" for lab in labels) + " |")
     lines.append("| **worst case** | " + " | ".join(f"**{100 * ev['worst'][lab]:.1f}%**" for lab in labels) + " |")
+    cw = ev.get("cw_l2_distortion")
+    if cw:
+        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+        lines += ["", f"C&W-L2 (minimum norm): fools {100 * cw['success']:.1f}% of the {cw['attacked']} correctly "
+                  f"classified samples; distortion of the examples found: L2 median {fmt(cw['median_l2'])} / mean "
+                  f"{fmt(cw['mean_l2'])}, L-inf median {fmt(cw['median_linf'])} / mean {fmt(cw['mean_linf'])} "
+                  "(input units)."]
     return "\n".join(lines) + "\n"
 
 

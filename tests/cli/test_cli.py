@@ -196,3 +196,24 @@ def test_report_renders_history_and_evaluations(trained_run, shared_data):
 def test_report_of_an_empty_folder_says_what_is_missing(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds neither history.csv nor any evaluation.json" in capsys.readouterr().err
+
+
+def test_cw_l2_reports_success_and_distortion_of_the_examples_it_found():
+    from qrobust_keras._keras import keras
+
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Flatten(input_shape=(4, 4, 1)), keras.layers.Dense(3)])
+    x = rng.uniform(0.2, 0.8, size=(12, 4, 4, 1)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(1)
+    y[:2] = (y[:2] + 1) % 3  # two samples misclassified clean: never counted as attacked
+    ev = cli.run_attacks(model, "keras", x, y, ["cw_l2"], [0.01, 0.9])
+    cw = ev["cw_l2_distortion"]
+    assert cw["attacked"] == 10
+    assert ev["clean"] == pytest.approx(10 / 12)
+    # a linear model with inputs away from the box edges is fooled at some L2 distance for every sample
+    assert cw["success"] == 1.0
+    assert 0 < cw["median_l2"] and cw["median_linf"] <= cw["median_l2"]
+    assert ev["results"]["cw_l2"]["0.9"] == 0.0  # every example found lies within L-inf 0.9
+    assert ev["results"]["cw_l2"]["0.9"] <= ev["results"]["cw_l2"]["0.01"] <= ev["clean"]
+    assert "C&W-L2 (minimum norm): fools 100.0% of the 10" in cli.evaluation_markdown(ev, "t")
