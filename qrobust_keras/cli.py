@@ -20,7 +20,7 @@ import os
 import sys
 from fractions import Fraction
 
-__all__ = ["main", "build_parser", "parse_eps", "parse_eps_list", "load_dataset", "DataSpec"]
+__all__ = ["main", "build_parser", "parse_eps", "parse_eps_list", "parse_policy", "load_dataset", "DataSpec"]
 
 WHITE_BOX = ("fgsm", "bim", "pgd", "pgd-cw", "mim", "apgd", "apgd-ce", "apgd-dlr", "cw_l2")
 BLACK_BOX = ("square", "spsa")
@@ -70,6 +70,37 @@ def parse_attacks(text: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"--attacks got unknown name(s) {unknown or [text]}; accepted: {', '.join(ATTACKS)}")
     return list(dict.fromkeys(names))
+
+
+def parse_policy(text: str) -> dict:
+    """A quantization policy from the command line: a spec name (``int4``) or a JSON object of
+    :class:`~qrobust_keras.quantization.QuantPolicy` fields, e.g.
+    ``{"kernel": "int4", "activation": "int4", "overrides": {"conv_1": "int8", "logits": "int8"}}``.
+    Returns the policy's config dict."""
+    import json
+
+    from qrobust_keras.quantization import QuantPolicy
+
+    text = str(text).strip()
+    if text.startswith("{"):
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--policy is not valid JSON ({exc.msg} at character {exc.pos}); got {text!r}") from None
+    else:
+        spec = text
+    try:
+        return QuantPolicy.from_any(spec).get_config()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--policy {text!r} is not a quantization policy: {exc}. Give a spec name or a JSON object "
+                         "with kernel/bias/activation/batchnorm/overrides") from None
+
+
+def _policy_type(text: str) -> dict:
+    try:
+        return parse_policy(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _eps_type(text: str) -> list[float]:
@@ -179,7 +210,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qrobust_keras.recipes import fit_recipe, get_recipe
 
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
-                        batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr)
+                        batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy)
     data = load_dataset(args.dataset, args.data_dir, source=args.source, n_train=args.train_samples,
                         n_test=args.val_samples, seed=args.seed, verbose=args.verbose)
     if args.verbose:
@@ -578,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=int, default=None,
                    help="validate on a random subset of the test split of this size (0: no validation)")
     p.add_argument("--out", required=True, help="run folder (created; reuse it to resume)")
+    p.add_argument("--policy", type=_policy_type, default=None,
+                   help="layer bit-widths instead of the recipe's: a spec name (float, int8, int4, int2, ternary, "
+                        "stochastic_ternary, binary, stochastic_binary) or a JSON QuantPolicy, e.g. '{\"kernel\": "
+                        "\"int4\", \"activation\": \"int4\", \"overrides\": {\"conv_1\": \"int8\"}}'")
     p.add_argument("--init-weights", default=None, metavar="MODEL",
                    help="start from the weights of this saved model (layer names must match), e.g. an stq_jr "
                         "run's model.h5 for adversarial fine-tuning with --recipe stq_jr_at")

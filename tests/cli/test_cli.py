@@ -51,6 +51,32 @@ def test_unknown_attack_is_rejected(capsys, tmp_path):
     assert "unknown name(s) ['deepfool']" in capsys.readouterr().err
 
 
+def test_train_policy_option_reaches_the_recipe(monkeypatch, tmp_path):
+    from qrobust_keras import recipes
+
+    seen = {}
+    tiny = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, int)
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: cli.DataSpec("cifar10", tiny, tiny, "tiny"))
+    monkeypatch.setattr(recipes, "fit_recipe", lambda recipe, *a, **k: seen.setdefault("recipe", recipe))
+    policy = '{"kernel": "int4", "activation": "int4", "overrides": {"conv_1": "int8", "logits": "int8"}}'
+    assert main(["train", "--policy", policy, "--out", str(tmp_path / "run"), "--verbose", "0"]) == 0
+    assert seen["recipe"].name == "stq_jr"
+    assert seen["recipe"].policy["kernel"] == "int4"
+    assert seen["recipe"].policy["overrides"] == {"conv_1": "int8", "logits": "int8"}
+    assert cli.parse_policy("int8")["activation"] == "int8"
+
+
+@pytest.mark.parametrize("text, fragment", [("int5", "'int5' is not a quantizer spec"),
+                                            ('{"kernel": int4}', "not valid JSON"),
+                                            ('{"kernel": "int4", "bits": 3}', "unknown keys ['bits']"),
+                                            ('{"overrides": {"conv_1": "int9"}}', "overrides['conv_1']='int9'")])
+def test_bad_policy_exits_with_usage_error(text, fragment, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--policy", text, "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["train", "attack", "evaluate", "export", "report", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
