@@ -315,8 +315,8 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
         settings["cw_l2"] = dict(registry.attack_kwargs("cw_l2", eps=None, scale=scale),
                                  note="L2 attack; broken at eps when misclassified within L-inf distance eps")
     out = {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results,
-            "worst": {eps_label(e): float(robust[e].mean()) for e in eps_list}, "eps": [float(e) for e in eps_list],
-            "attacks": settings, "robustness_report": None if report is None else report.to_dict()}
+           "worst": {eps_label(e): float(robust[e].mean()) for e in eps_list}, "eps": [float(e) for e in eps_list],
+           "attacks": settings, "robustness_report": None if report is None else report.to_dict()}
     if "cw_l2" in attacks:
         out["cw_l2_distortion"] = distortion
     return out
