@@ -585,8 +585,9 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
             previous = json.load(f)
         defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
         old = previous.get("recipe") or {}
-        changed = sorted(k for k, v in recipe.to_dict().items()
-                         if (old[k] != v if k in old else v != defaults.get(k)))
+        # notes only describe the recipe: a library update that rewords them must not block a resume
+        changed = sorted(k for k, v in recipe.to_dict().items() if k != "notes" and
+                         (old[k] != v if k in old else v != defaults.get(k)))
         if old and changed:
             raise ValueError(f"run folder {out!r} holds a run of a different recipe (fields {changed} differ); use a "
                              "new --out folder or the same settings to resume")
