@@ -96,25 +96,15 @@ def parse_policy(text: str) -> dict:
                          "with kernel/bias/activation/batchnorm/overrides") from None
 
 
-def _policy_type(text: str) -> dict:
-    try:
-        return parse_policy(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+def _usage_checked(parse):
+    """An argparse ``type`` that turns ``parse``'s ValueError into a usage error carrying the same message."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
 
-
-def _eps_type(text: str) -> list[float]:
-    try:
-        return parse_eps_list(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _attacks_type(text: str) -> list[str]:
-    try:
-        return parse_attacks(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return convert
 
 
 def eps_label(eps: float) -> str:
@@ -293,6 +283,7 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
         clean_ok = scores.argmax(1) == y
         robust = {e: clean_ok.copy() for e in eps_list}
         results, settings = {}, {}
+    distortion = None
     if "cw_l2" in attacks:
         x_adv = registry.run_attack("cw_l2", predict_model, x, y, None, norm="2", scale=scale, seed=seed,
                                     clip_min=lo, clip_max=hi, batch_size=batch_size)
@@ -317,7 +308,7 @@ def run_attacks(model, kind: str, x, y, attacks: list[str], eps_list: list[float
     out = {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results,
            "worst": {eps_label(e): float(robust[e].mean()) for e in eps_list}, "eps": [float(e) for e in eps_list],
            "attacks": settings, "robustness_report": None if report is None else report.to_dict()}
-    if "cw_l2" in attacks:
+    if distortion is not None:
         out["cw_l2_distortion"] = distortion
     return out
 
@@ -609,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=int, default=None,
                    help="validate on a random subset of the test split of this size (0: no validation)")
     p.add_argument("--out", required=True, help="run folder (created; reuse it to resume)")
-    p.add_argument("--policy", type=_policy_type, default=None,
+    p.add_argument("--policy", type=_usage_checked(parse_policy), default=None,
                    help="layer bit-widths instead of the recipe's: a spec name (float, int8, int4, int2, ternary, "
                         "stochastic_ternary, binary, stochastic_binary) or a JSON QuantPolicy, e.g. '{\"kernel\": "
                         "\"int4\", \"activation\": \"int4\", \"overrides\": {\"conv_1\": \"int8\"}}'")
@@ -627,10 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "evaluation.json, evaluation.md and accuracy_vs_eps.png to --out.")
         p.add_argument("model", metavar="MODEL", help="model file or SavedModel folder")
         _add_data(p)
-        p.add_argument("--attacks", type=_attacks_type, default=None,
+        p.add_argument("--attacks", type=_usage_checked(parse_attacks), default=None,
                        help=f"comma-separated attacks from {', '.join(ATTACKS)} (default fgsm,pgd,square; square "
                             "for .tflite)")
-        p.add_argument("--eps", type=_eps_type, default=parse_eps_list("2/255,8/255"),
+        p.add_argument("--eps", type=_usage_checked(parse_eps_list), default=parse_eps_list("2/255,8/255"),
                        help="comma-separated L-inf budgets as fractions or decimals (default 2/255,8/255)")
         p.add_argument("-n", "--n", type=int, default=500, help="test samples (default 500; first n of a seeded "
                                                                 "permutation)")
