@@ -606,7 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "\"int4\", \"activation\": \"int4\", \"overrides\": {\"conv_1\": \"int8\"}}'")
     p.add_argument("--init-weights", default=None, metavar="MODEL",
                    help="start from the weights of this saved model (layer names must match), e.g. an stq_jr "
-                        "run's model.h5 for adversarial fine-tuning with --recipe stq_jr_at")
+                        "run's model.h5 for adversarial fine-tuning with --recipe stq_jr_at; 'mlcommons' or "
+                        "'mlcommons:DIR' starts from the official MLCommons Tiny float weights (DIR defaults to "
+                        "$QROBUST_MLCOMMONS_DIR)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 

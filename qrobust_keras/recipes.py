@@ -540,9 +540,35 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list[str]:
     return copied
 
 
+def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[keras.Model, str]:
+    """The model behind ``fit_recipe(init_weights=...)`` and how ``run_config.json`` records it."""
+    import os
+
+    if isinstance(init_weights, keras.Model):
+        return init_weights, f"model object {init_weights.name!r}"
+    if not isinstance(init_weights, (str, os.PathLike)):
+        raise ValueError(f"init_weights must be a saved model path, 'mlcommons[:PATH]' or a keras.Model; got "
+                         f"{type(init_weights).__name__} {init_weights!r}")
+    init_weights = os.fspath(init_weights)
+    if init_weights == "mlcommons" or init_weights.startswith("mlcommons:"):
+        from qrobust_keras.models import load_mlcommons
+
+        path = init_weights.partition(":")[2] or None
+        model = load_mlcommons(recipe.model, path, fold_input_scale=True)
+        return model, "mlcommons:" + os.path.abspath(path or os.environ["QROBUST_MLCOMMONS_DIR"])
+    from qrobust_keras.models import load_model
+
+    if not os.path.exists(init_weights):
+        raise FileNotFoundError(f"init_weights={init_weights!r} does not exist; pass a saved model (.h5/.keras file "
+                                "or SavedModel folder), e.g. an earlier run's model.h5, or 'mlcommons[:PATH]' for "
+                                "the official MLCommons Tiny weights")
+    return load_model(init_weights, compile=False), os.path.abspath(init_weights)
+
+
 def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str, *,
                extra_callbacks: list | None = None, verbose: int = 1, run_info: dict | None = None,
-               clip_range: tuple[float, float] | None = None, init_weights: str | None = None) -> keras.Model:
+               clip_range: tuple[float, float] | None = None,
+               init_weights: str | keras.Model | None = None) -> keras.Model:
     """Train a recipe into the run folder ``out``, resumable after a kill.
 
     Writes ``out/run_config.json`` (the recipe and ``run_info``), ``out/history.csv`` (one row per finished epoch:
@@ -561,10 +587,13 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
         run_info: extra JSON-serializable facts recorded in ``run_config.json`` (data source, sizes).
         clip_range: input range for adversarial training; default [0, 1] for images, the training data's range
             for features.
-        init_weights: a saved model (e.g. an earlier run's ``model.h5``) whose weights start the training, copied
-            layer by layer by name (:func:`copy_weights_by_name`): fine-tuning, e.g. adversarial fine-tuning of a
-            trained ``stq_jr`` model with ``stq_jr_at`` (Jeddi et al. 2020, arXiv 2012.13628). A resumed run
-            continues from its backup instead.
+        init_weights: a saved model (e.g. an earlier run's ``model.h5``) or a model object whose weights start
+            the training, copied layer by layer by name (:func:`copy_weights_by_name`): fine-tuning, e.g.
+            adversarial fine-tuning of a trained ``stq_jr`` model with ``stq_jr_at`` (Jeddi et al. 2020, arXiv
+            2012.13628). ``"mlcommons"`` or ``"mlcommons:PATH"`` starts from the official MLCommons Tiny float
+            weights (:func:`~qrobust_keras.models.load_mlcommons` with ``fold_input_scale=True``; PATH defaults to
+            ``QROBUST_MLCOMMONS_DIR``): quantization-aware training from a trained float model, the usual QAT
+            workflow (Jacob et al. 2018, arXiv 1712.05877). A resumed run continues from its backup instead.
 
     Returns:
         The trained model (also saved as ``out/model.h5``).
@@ -602,13 +631,9 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
               "status": "training"}
     model, callbacks = build_recipe(recipe, clip_range)
     if init_weights is not None:
-        from qrobust_keras.models import load_model
-
-        if not os.path.exists(init_weights):
-            raise FileNotFoundError(f"init_weights={init_weights!r} does not exist; pass a saved model (.h5/.keras "
-                                    "file or SavedModel folder), e.g. an earlier run's model.h5")
-        copied = copy_weights_by_name(load_model(init_weights, compile=False), model)
-        config["init_weights"] = {"path": os.path.abspath(init_weights), "layers": len(copied)}
+        source, described = _initial_model(init_weights, recipe)
+        copied = copy_weights_by_name(source, model)
+        config["init_weights"] = {"path": described, "layers": len(copied)}
     _atomic_text(config_path, json.dumps(config, indent=2))
     callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)), *callbacks,
                  HistoryCSV(os.path.join(out, HISTORY_CSV)), SaveLast(os.path.join(out, LAST_MODEL)),

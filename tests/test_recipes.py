@@ -235,3 +235,30 @@ def test_init_weights_start_training_from_a_saved_model(tmp_path):
         fit_recipe(recipe, (x, y), None, str(tmp_path / "run2"), verbose=0, init_weights="nope.h5")
     with pytest.raises(ValueError, match="layer 'conv_1'.* shapes"):
         copy_weights_by_name(source, build_model(get_recipe("mlcommons", input_shape=(32, 32, 1))))
+
+
+def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tmp_path, shared_data, monkeypatch):
+    """Quantization-aware training from the official float ResNet-8: its weights (input scale folded into bn_1)
+    start the stochastic-ternary model; the path comes from 'mlcommons:DIR' or QROBUST_MLCOMMONS_DIR."""
+    from qrobust_keras.models import load_mlcommons
+    from qrobust_keras.recipes import _initial_model
+
+    mlcommons_dir = shared_data / "models" / "mlcommons"
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=16)
+    recipe = get_recipe("stq_jr", epochs=1, batch_size=16, bn_recalibration=0)
+    start = _FirstBatchWeights()
+    fit_recipe(recipe, (x, y), None, str(tmp_path / "run"), extra_callbacks=[start], verbose=0,
+               init_weights=f"mlcommons:{mlcommons_dir}")
+    folded = load_mlcommons("resnet8", mlcommons_dir, fold_input_scale=True)
+    for got, want in zip(start.weights, folded.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    config = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert config["init_weights"] == {"path": f"mlcommons:{mlcommons_dir.resolve()}", "layers": 17}
+    monkeypatch.setenv("QROBUST_MLCOMMONS_DIR", str(mlcommons_dir))
+    from_env, described = _initial_model("mlcommons", recipe)
+    assert described == config["init_weights"]["path"]
+    np.testing.assert_array_equal(from_env.get_layer("bn_1").get_weights()[0], folded.get_layer("bn_1").get_weights()[0])
+    assert _initial_model(folded, recipe) == (folded, f"model object {folded.name!r}")
+    with pytest.raises(ValueError, match="init_weights must be a saved model path.*got int 3"):
+        _initial_model(3, recipe)

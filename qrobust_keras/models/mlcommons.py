@@ -52,17 +52,20 @@ def _official_path(name: str, path: str | os.PathLike | None) -> str:
     return path
 
 
-def load_mlcommons(name: str, path: str | os.PathLike | None = None) -> keras.Model:
+def load_mlcommons(name: str, path: str | os.PathLike | None = None, fold_input_scale: bool = False) -> keras.Model:
     """Build the float reference model with our builder and load the official MLCommons Tiny weights.
 
     Args:
         name: ``"resnet8"`` (aliases ``"ic"``, ``"resnet"``) or ``"ds_cnn"`` (aliases ``"kws"``, ``"dscnn"``).
         path: the official file/SavedModel folder, or a folder containing it; ``None`` reads
             ``QROBUST_MLCOMMONS_DIR``.
+        fold_input_scale: ResNet-8 only: instead of a ``Rescaling(255)`` layer, fold the 0-255 input range into
+            ``bn_1`` (:func:`fold_input_scale`), so the model has exactly the layers of every library ResNet-8 and
+            its weights can start quantization-aware training of a recipe (``fit_recipe(init_weights=...)``).
 
     Returns:
         A float model with our layer names; ResNet-8 takes [0, 1] images (a ``Rescaling(255)`` layer restores the
-        0-255 range its weights expect); DS-CNN takes 49x10x1 MFCC features.
+        0-255 range its weights expect, or ``bn_1`` absorbs it); DS-CNN takes 49x10x1 MFCC features.
 
     Raises:
         ValueError: unknown name or missing path; FileNotFoundError: nothing at the path; RuntimeError: the file's
@@ -102,7 +105,52 @@ def load_mlcommons(name: str, path: str | os.PathLike | None = None) -> keras.Mo
     if not np.allclose(expected, got, atol=1e-5):
         raise RuntimeError(f"{source_path}: our {key} does not reproduce the official outputs (max difference "
                            f"{np.abs(expected - got).max():.3g})")
+    if fold_input_scale and scale != 1.0:
+        model = fold_input_scale_into_bn(model)
+        got = model(probe, training=False).numpy()
+        if not np.allclose(expected, got, atol=1e-4):
+            raise RuntimeError(f"folding the input scale changed the outputs by {np.abs(expected - got).max():.3g}")
     return model
 
 
-__all__ = ["load_mlcommons"]
+def fold_input_scale_into_bn(model: keras.Model, conv: str = "conv_1", bn: str = "bn_1") -> keras.Model:
+    """A copy of a float ResNet-8 without its ``input_scale`` layer, the scale folded into the first BatchNorm.
+
+    With input scale s, kernel W and bias b, the first convolution computes ``u = W(s x) + b``; without the scale it
+    computes ``u' = (u - b) / s + b``. BatchNorm in inference is ``gamma (u - mu) / sqrt(var + eps) + beta``; with
+    ``mu' = (mu - b) / s + b``, ``var' = var / s^2`` and ``gamma' = gamma * s * sqrt(var' + eps) / sqrt(var + eps)``
+    it gives the same output for ``u'`` as before for ``u``, exactly. The kernel keeps its trained magnitude (scaling
+    it by s instead would put a 255x larger kernel under weight decay and freeze it under Adam), and in training
+    mode BatchNorm normalizes by batch statistics, which ignore the scale anyway.
+
+    Args:
+        model: a float :func:`~qrobust_keras.models.resnet8` with an ``input_scale`` ``Rescaling`` layer.
+        conv: the first convolution's name; bn: the BatchNorm right after it.
+
+    Returns:
+        A new float ResNet-8 taking [0, 1] images, with the same weights except ``bn``'s.
+
+    Raises:
+        ValueError: the model has no ``input_scale`` layer.
+    """
+    try:
+        s = float(model.get_layer("input_scale").scale)
+    except ValueError:
+        raise ValueError(f"model {model.name!r} has no 'input_scale' layer; nothing to fold") from None
+    num_classes = int(model.output_shape[-1])
+    folded = resnet8(num_classes=num_classes, input_shape=tuple(model.input_shape[1:]), policy="float",
+                     name=model.name)
+    for layer in folded.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    bias = model.get_layer(conv).get_weights()[1]
+    bn_layer = folded.get_layer(bn)
+    gamma, beta, mean, var = bn_layer.get_weights()
+    eps = bn_layer.epsilon
+    new_var = var / s ** 2
+    new_gamma = gamma * s * np.sqrt(new_var + eps) / np.sqrt(var + eps)
+    bn_layer.set_weights([new_gamma, beta, (mean - bias) / s + bias, new_var])
+    return folded
+
+
+__all__ = ["fold_input_scale_into_bn", "load_mlcommons"]
