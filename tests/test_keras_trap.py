@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 
 def _run(code: str, env_update: dict) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from qrobust_keras._keras import keras, layers, qkeras, tf
+from qrobust_keras._keras import keras, layers, qkeras
 
 # The black-box tests share `_bb_fixtures.py` (models trained once per process); make it importable by name.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from qrobust_keras.cli import main
 from qrobust_keras.demo import DemoConfig, find_demo_data, synthetic_images

@@ -1,6 +1,5 @@
 """Tests of qrobust_keras/data/wav.py: exact PCM decoding, truncated/corrupt files, sample-rate handling."""
 
-import io
 import wave
 
 import numpy as np
