@@ -32,13 +32,17 @@ def _pct(pattern, text):
 
 
 def test_train_cifar10_robust_quick(shared_data, tmp_path, capsys):
+    mlcommons = f"mlcommons:{shared_data / 'models' / 'mlcommons'}"
     code, out, _ = run_example("train_cifar10_robust.py", ["--data-dir", shared_data / "cifar10", "--quick",
-                                                           "--out", tmp_path / "run"], capsys)
+                                                           "--out", tmp_path / "run", "--init-weights", mlcommons],
+                               capsys)
     assert code == 0
     clean = _pct(r"clean accuracy: ([\d.]+)% on 32 test images", out)
     worst = _pct(r"worst case ([\d.]+)%", out)
     assert len(clean) == 1 and len(worst) == 2 and all(w <= clean[0] for w in worst)
-    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["recipe"]["name"] == "stq_jr"
+    config = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert config["recipe"]["name"] == "stq_jr"
+    assert config["init_weights"]["path"].startswith("mlcommons:") and config["init_weights"]["layers"] == 17
     size = (tmp_path / "run" / "model_int8.tflite").stat().st_size
     assert f"{size:,} bytes, TFLite Micro arena" in out
 
