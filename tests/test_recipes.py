@@ -241,7 +241,7 @@ def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tm
     """Quantization-aware training from the official float ResNet-8: its weights (input scale folded into bn_1)
     start the stochastic-ternary model; the path comes from 'mlcommons:DIR' or QROBUST_MLCOMMONS_DIR."""
     from qrobust_keras.models import load_mlcommons
-    from qrobust_keras.recipes import _initial_model
+    from qrobust_keras.recipes import _initial_model, copy_weights_by_name
 
     mlcommons_dir = shared_data / "models" / "mlcommons"
     rng = np.random.default_rng(1)
@@ -260,5 +260,8 @@ def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tm
     assert described == config["init_weights"]["path"]
     np.testing.assert_array_equal(from_env.get_layer("bn_1").get_weights()[0], folded.get_layer("bn_1").get_weights()[0])
     assert _initial_model(folded, recipe) == (folded, f"model object {folded.name!r}")
+    kws_recipe = get_recipe("stq_jr", dataset="speech_commands")
+    kws, _ = _initial_model("mlcommons", kws_recipe)  # the reference DS-CNN starts the stochastic-ternary DS-CNN
+    assert len(copy_weights_by_name(kws, build_model(kws_recipe))) == len([lay for lay in kws.layers if lay.weights])
     with pytest.raises(ValueError, match="init_weights must be a saved model path.*got int 3"):
         _initial_model(3, recipe)
