@@ -60,8 +60,8 @@ def load_mlcommons(name: str, path: str | os.PathLike | None = None, fold_input_
         path: the official file/SavedModel folder, or a folder containing it; ``None`` reads
             ``QROBUST_MLCOMMONS_DIR``.
         fold_input_scale: ResNet-8 only: instead of a ``Rescaling(255)`` layer, fold the 0-255 input range into
-            ``bn_1`` (:func:`fold_input_scale`), so the model has exactly the layers of every library ResNet-8 and
-            its weights can start quantization-aware training of a recipe (``fit_recipe(init_weights=...)``).
+            ``bn_1`` (:func:`fold_input_scale_into_bn`), so the model has exactly the layers of every library
+            ResNet-8 and its weights can start quantization-aware training (``fit_recipe(init_weights=...)``).
 
     Returns:
         A float model with our layer names; ResNet-8 takes [0, 1] images (a ``Rescaling(255)`` layer restores the
