@@ -113,8 +113,8 @@ def load_mlcommons(name: str, path: str | os.PathLike | None = None, fold_input_
     return model
 
 
-def fold_input_scale_into_bn(model: keras.Model, conv: str = "conv_1", bn: str = "bn_1") -> keras.Model:
-    """A copy of a float ResNet-8 without its ``input_scale`` layer, the scale folded into the first BatchNorm.
+def fold_input_scale_into_bn(model: keras.Model) -> keras.Model:
+    """A copy of a float ResNet-8 without its ``input_scale`` layer, the scale folded into ``bn_1``.
 
     With input scale s, kernel W and bias b, the first convolution computes ``u = W(s x) + b``; without the scale it
     computes ``u' = (u - b) / s + b``. BatchNorm in inference is ``gamma (u - mu) / sqrt(var + eps) + beta``; with
@@ -125,10 +125,9 @@ def fold_input_scale_into_bn(model: keras.Model, conv: str = "conv_1", bn: str =
 
     Args:
         model: a float :func:`~qrobust_keras.models.resnet8` with an ``input_scale`` ``Rescaling`` layer.
-        conv: the first convolution's name; bn: the BatchNorm right after it.
 
     Returns:
-        A new float ResNet-8 taking [0, 1] images, with the same weights except ``bn``'s.
+        A new float ResNet-8 taking [0, 1] images, with the same weights except ``bn_1``'s.
 
     Raises:
         ValueError: the model has no ``input_scale`` layer.
@@ -143,8 +142,8 @@ def fold_input_scale_into_bn(model: keras.Model, conv: str = "conv_1", bn: str =
     for layer in folded.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
-    bias = model.get_layer(conv).get_weights()[1]
-    bn_layer = folded.get_layer(bn)
+    bias = model.get_layer("conv_1").get_weights()[1]
+    bn_layer = folded.get_layer("bn_1")
     gamma, beta, mean, var = bn_layer.get_weights()
     eps = bn_layer.epsilon
     new_var = var / s ** 2
