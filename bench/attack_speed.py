@@ -34,7 +34,7 @@ import numpy as np
 
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.recipes import copy_weights_by_name
+from qrobust_keras.models import copy_weights_by_name
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

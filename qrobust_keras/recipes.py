@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qrobust_keras._keras import keras
+from qrobust_keras.models.io import copy_weights_by_name
 from qrobust_keras.quantization import QuantPolicy
 
 __all__ = ["Recipe", "RECIPES", "MODELS", "DATASETS", "RECIPE_NOTES", "get_recipe", "list_recipes", "build_recipe",
@@ -508,36 +509,6 @@ def read_history(path: str) -> list[dict]:
                 row[k] = v
         out.append(row)
     return out
-
-
-def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list[str]:
-    """Copy the weights of every layer of ``target`` that has weights from the layer of ``source`` with its name.
-
-    Layers without weights (activations, the residual-branch quantizers) may differ between the two models.
-
-    Returns:
-        The names of the layers copied.
-
-    Raises:
-        ValueError: a weighted layer of ``target`` is missing in ``source`` or its weights have other shapes.
-    """
-    copied = []
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        try:
-            other = source.get_layer(layer.name)
-        except ValueError:
-            raise ValueError(f"layer {layer.name!r} of model {target.name!r} is not in the initial model "
-                             f"{source.name!r}; it must be the same architecture (layers with weights: "
-                             f"{[lay.name for lay in target.layers if lay.weights]})") from None
-        shapes = [tuple(w.shape) for w in other.weights], [tuple(w.shape) for w in layer.weights]
-        if shapes[0] != shapes[1]:
-            raise ValueError(f"layer {layer.name!r}: the initial model's weights have shapes {shapes[0]}, the "
-                             f"recipe's model needs {shapes[1]}")
-        layer.set_weights(other.get_weights())
-        copied.append(layer.name)
-    return copied
 
 
 def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[keras.Model, str]:

@@ -213,7 +213,8 @@ def test_init_weights_start_training_from_a_saved_model(tmp_path):
     """Fine-tuning: training starts from a saved model's weights (by layer name), recorded in the run config; a
     missing file or another architecture is a clear error. (The float recipe keeps the test fast; the copy is the
     same for stq_jr -> stq_jr_at, which docs/reproduction.md ran.)"""
-    from qrobust_keras.recipes import copy_weights_by_name, save_model_atomic
+    from qrobust_keras.models import copy_weights_by_name
+    from qrobust_keras.recipes import save_model_atomic
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=32)
@@ -242,7 +243,8 @@ def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tm
     """Quantization-aware training from the official float ResNet-8: its weights (input scale folded into bn_1)
     start the stochastic-ternary model; the path comes from 'mlcommons:DIR' or QROBUST_MLCOMMONS_DIR."""
     from qrobust_keras.models import load_mlcommons
-    from qrobust_keras.recipes import _initial_model, copy_weights_by_name
+    from qrobust_keras.models import copy_weights_by_name
+    from qrobust_keras.recipes import _initial_model
 
     mlcommons_dir = shared_data / "models" / "mlcommons"
     rng = np.random.default_rng(1)

@@ -1,4 +1,5 @@
-"""Loading saved models of the library (.h5, SavedModel, .keras) with every custom object registered.
+"""Loading saved models of the library (.h5, SavedModel, .keras) with every custom object registered, and copying
+weights between two builds of one architecture (e.g. float weights into a quantized model).
 
 Example:
 
@@ -6,6 +7,8 @@ Example:
 >>> model = qrk.models.resnet8(policy="int4")
 >>> model.save("/tmp/resnet8_int4.h5")
 >>> again = qrk.load_model("/tmp/resnet8_int4.h5")
+>>> ternary = qrk.models.resnet8(policy="stochastic_ternary")
+>>> copied = qrk.models.copy_weights_by_name(again, ternary)
 """
 
 from __future__ import annotations
@@ -48,3 +51,33 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
 
     with keras.utils.custom_object_scope(custom_objects()):
         return keras.models.load_model(path, compile=compile)
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copy the weights of every layer of ``target`` that has weights from the layer of ``source`` with its name.
+
+    Layers without weights (activations, the residual-branch quantizers) may differ between the two models.
+
+    Returns:
+        The names of the layers copied.
+
+    Raises:
+        ValueError: a weighted layer of ``target`` is missing in ``source`` or its weights have other shapes.
+    """
+    copied = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"layer {layer.name!r} of model {target.name!r} is not in the source model "
+                             f"{source.name!r}; it must be the same architecture (layers with weights: "
+                             f"{[lay.name for lay in target.layers if lay.weights]})") from None
+        shapes = [tuple(w.shape) for w in other.weights], [tuple(w.shape) for w in layer.weights]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"layer {layer.name!r}: the source model's weights have shapes {shapes[0]}, the "
+                             f"target model needs {shapes[1]}")
+        layer.set_weights(other.get_weights())
+        copied.append(layer.name)
+    return copied

@@ -22,6 +22,7 @@ import numpy as np
 
 from qrobust_keras._keras import keras
 from qrobust_keras.models.ds_cnn import DS_CNN_WEIGHT_ORDER, ds_cnn
+from qrobust_keras.models.io import copy_weights_by_name
 from qrobust_keras.models.resnet import RESNET8_WEIGHT_ORDER, resnet8
 
 _FILES = {"resnet8": "pretrainedResnet.h5", "ds_cnn": "kws_ref_model"}
@@ -139,9 +140,7 @@ def fold_input_scale_into_bn(model: keras.Model) -> keras.Model:
     num_classes = int(model.output_shape[-1])
     folded = resnet8(num_classes=num_classes, input_shape=tuple(model.input_shape[1:]), policy="float",
                      name=model.name)
-    for layer in folded.layers:
-        if layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+    copy_weights_by_name(model, folded)
     bias = model.get_layer("conv_1").get_weights()[1]
     bn_layer = folded.get_layer("bn_1")
     gamma, beta, mean, var = bn_layer.get_weights()
