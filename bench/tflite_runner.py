@@ -14,7 +14,6 @@ Usage: .venv/bin/python bench/tflite_runner.py [--data ../shared/data] [--n 2048
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 import tempfile

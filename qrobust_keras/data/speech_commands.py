@@ -372,8 +372,8 @@ def load_speech_commands(data_dir: str | os.PathLike, split: str = "test", featu
     if features != "waveform":
         from qrobust_keras.data.mfcc import mfcc
 
-        def transform(block):
-            return mfcc(block, backend="tf" if features == "mfcc" else "librosa")
+        backend = "tf" if features == "mfcc" else "librosa"
+        transform = lambda block: mfcc(block, backend=backend)  # noqa: E731
 
     x = _read_all(paths, resample, verbose, transform)
     if len(tags_extra):

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from qrobust_keras._keras import keras, qkeras
+from qrobust_keras._keras import keras
 
 __all__ = ["plain_clone", "ClonePlan", "quantized_weights", "UnsupportedLayerError"]
 
