@@ -266,7 +266,12 @@ def get_recipe(name: str, model: str | None = None, dataset: str = "cifar10", **
     if unknown:
         raise ValueError(f"unknown recipe field(s) {unknown}; fields: {sorted(fields)}")
     params = _base(name, model, dataset)
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # the notes describe the named recipe's defaults; a run_config.json must not claim a default the run overrode
+    changed = {k: v for k, v in given.items() if k != "notes" and params.get(k) != v}
+    if changed and "notes" not in given:
+        params["notes"] += " Overridden here: " + ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items())) + "."
+    params.update(given)
     return Recipe(**params)
 
 

@@ -118,6 +118,16 @@ def test_recipe_round_trips_through_json():
     assert again == recipe and again.quant_policy == recipe.quant_policy
 
 
+def test_overridden_fields_are_named_in_the_notes():
+    """The notes describe the named recipe's defaults; a run that overrides one says so in its run_config.json."""
+    default = get_recipe("stq_jr_at")
+    assert "Overridden" not in default.notes and get_recipe("stq_jr_at", epochs=60).notes == default.notes
+    recipe = get_recipe("stq_jr_at", at_eps=4 / 255, jr_weight=0.0, epochs=60)
+    assert recipe.notes.startswith(default.notes)
+    assert recipe.notes.endswith(f" Overridden here: at_eps={4 / 255!r}, jr_weight=0.0.")
+    assert get_recipe("stq_jr", jr_weight=0.003, notes="my sweep").notes == "my sweep"
+
+
 def test_history_csv_replaces_rows_of_repeated_epochs(tmp_path):
     path = str(tmp_path / "h.csv")
     cb = HistoryCSV(path)
