@@ -109,6 +109,8 @@ class Recipe:
         at_eps: adversarial-training budget (L-inf, input units); 0 disables adversarial training.
         at_steps: PGD steps of adversarial training.
         at_ratio: share of every batch replaced by adversarial examples.
+        at_craft_mode: the network adversarial examples are crafted against: ``"inference"`` or ``"training"``
+            (:class:`~qrobust_keras.training.AdversarialTraining`'s ``craft_mode``).
         augment_pad: zero padding (px) for random crops (0: no crop); images only.
         augment_flip: random horizontal flips (off for digits).
         bn_momentum: BatchNorm moving-average momentum set on every BatchNorm layer (None: the builder's 0.99).
@@ -148,6 +150,7 @@ class Recipe:
     at_eps: float = 0.0
     at_steps: int = 3
     at_ratio: float = 0.5
+    at_craft_mode: str = "inference"
     augment_pad: int = 4
     augment_flip: bool = True
     bn_momentum: float | None = None
@@ -188,6 +191,9 @@ class Recipe:
             raise ValueError(f"bn_momentum must be None or in (0, 1); got bn_momentum={self.bn_momentum!r}")
         if not 0 <= self.at_ratio <= 1:
             raise ValueError(f"at_ratio must be in [0, 1]; got at_ratio={self.at_ratio!r}")
+        if self.at_craft_mode not in ("inference", "training"):
+            raise ValueError(f"at_craft_mode must be 'inference' or 'training'; "
+                             f"got at_craft_mode={self.at_craft_mode!r}")
         QuantPolicy.from_any(self.policy)  # raises on a bad policy
 
     @property
@@ -357,7 +363,8 @@ def recipe_callbacks(recipe: Recipe, model: keras.Model, clip_range: tuple[float
     if recipe.at_eps > 0:
         callbacks.append(AdversarialTraining(attack="pgd", eps=float(recipe.at_eps), steps=recipe.at_steps,
                                              ratio=recipe.at_ratio, clip_min=float(clip_range[0]),
-                                             clip_max=float(clip_range[1]), seed=recipe.seed + 1))
+                                             clip_max=float(clip_range[1]), seed=recipe.seed + 1,
+                                             craft_mode=recipe.at_craft_mode))
     return callbacks
 
 

@@ -55,6 +55,12 @@ def test_stq_jr_at_adds_adversarial_training_with_its_budget():
     at = callbacks[-1]
     assert type(at).__name__ == "AdversarialTraining"
     assert (at.eps, at.steps, at.ratio, at.attack) == (pytest.approx(8 / 255), 3, 0.5, "pgd")
+    assert at.craft_mode == recipe.at_craft_mode
+    _, callbacks = build_recipe(get_recipe("stq_jr_at", at_craft_mode="inference" if at.craft_mode == "training"
+                                           else "training"))
+    assert callbacks[-1].craft_mode != at.craft_mode
+    with pytest.raises(ValueError, match="at_craft_mode must be 'inference' or 'training'; got at_craft_mode='eval'"):
+        get_recipe("stq_jr_at", at_craft_mode="eval")
     kws = get_recipe("stq_jr_at", dataset="speech_commands")
     model, callbacks = build_recipe(kws, clip_range=(-250.0, 60.0))
     assert (callbacks[-1].clip_min, callbacks[-1].clip_max, callbacks[-1].eps) == (-250.0, 60.0, 1.0)

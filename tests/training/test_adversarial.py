@@ -73,6 +73,58 @@ def test_transform_replaces_the_first_ratio_of_the_batch_within_eps():
     np.testing.assert_allclose(x_oh, x_mix, atol=1e-6)
 
 
+def _bn_mlp(seed=0):
+    """An MLP whose BatchNorm moving statistics are far from its data's: training and inference mode differ."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(16, name="fc")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Activation("relu")(h)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="logits")(h))
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.linspace(-1.0, 1.0, 16, dtype="float32"))
+    bn.moving_variance.assign(np.full(16, 4.0, "float32"))
+    return model
+
+
+def test_craft_mode_training_attacks_the_batch_statistics_network_and_keeps_the_moving_statistics():
+    model = _bn_mlp()
+    x, y = _data(64)
+    eps = 0.1
+    bn = model.get_layer("bn")
+    moving = [v.numpy().copy() for v in (bn.moving_mean, bn.moving_variance)]
+    crafted = {mode: _transform(model, AdversarialTraining("pgd", eps=eps, steps=5, ratio=1.0, seed=0,
+                                                           craft_mode=mode), x, y)
+               for mode in ("inference", "training")}
+    # the attack's training-mode forward passes leave the statistics that inference uses untouched
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving[0])
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), moving[1])
+    assert bn.momentum == 0.99
+    for x_adv in crafted.values():
+        assert np.abs(x_adv - x).max() <= eps + 1e-6
+    ce = keras.losses.SparseCategoricalCrossentropy()
+
+    def loss(xb, training):
+        with qrk.training.batchnorm_statistics_frozen(model):
+            return float(ce(y, model(xb, training=training)))
+
+    # each mode's examples hurt the network they were crafted against more than the other mode's examples do
+    assert loss(crafted["training"], True) > loss(crafted["inference"], True) > loss(x, True)
+    assert loss(crafted["inference"], False) > loss(crafted["training"], False)
+    # also in a traced function (as inside fit); outside the block a training-mode call does update the statistics
+    @tf.function
+    def traced(xb):
+        with qrk.training.batchnorm_statistics_frozen(model):
+            return model(xb, training=True)
+
+    traced(tf.constant(x))
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving[0])
+    model(x, training=True)
+    assert not np.allclose(bn.moving_mean.numpy(), moving[0])
+    assert AdversarialTraining(craft_mode="training").get_config()["craft_mode"] == "training"
+
+
 def test_adversarial_training_improves_pgd_accuracy():
     """A robust feature plus 20 weak ones: plain training leans on the weak ones and breaks under eps=0.08."""
     rng = np.random.default_rng(0)
@@ -148,6 +200,8 @@ def test_bad_arguments_give_clear_errors():
         AdversarialTraining(clip_min=1.0, clip_max=0.0)
     with pytest.raises(ValueError, match="step_size must be a number > 0"):
         AdversarialTraining(step_size=-0.1)
+    with pytest.raises(ValueError, match=r"craft_mode must be one of \('inference', 'training'\); got craft_mode='eval'"):
+        AdversarialTraining(craft_mode="eval")
     cb = AdversarialTraining("pgd", eps=0.1, steps=4)
     assert cb.step_size == pytest.approx(2.5 * 0.1 / 4)
     assert AdversarialTraining.from_config(cb.get_config()).get_config() == cb.get_config()
