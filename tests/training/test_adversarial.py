@@ -200,7 +200,8 @@ def test_bad_arguments_give_clear_errors():
         AdversarialTraining(clip_min=1.0, clip_max=0.0)
     with pytest.raises(ValueError, match="step_size must be a number > 0"):
         AdversarialTraining(step_size=-0.1)
-    with pytest.raises(ValueError, match=r"craft_mode must be one of \('inference', 'training'\); got craft_mode='eval'"):
+    with pytest.raises(ValueError, match=r"craft_mode must be one of \('inference', 'training'\); got "
+                                         r"craft_mode='eval'"):
         AdversarialTraining(craft_mode="eval")
     cb = AdversarialTraining("pgd", eps=0.1, steps=4)
     assert cb.step_size == pytest.approx(2.5 * 0.1 / 4)
