@@ -116,7 +116,8 @@ class AdversarialTraining(TrainStepHook):
       moving statistics lag far behind (a stochastic-ternary ResNet-8 scored 48% clean with them after PGD training
       at 4/255, 76% once they were re-estimated), so inference-mode examples are crafted against a network that
       neither trains nor deploys. Crafting against the training-mode network instead raised that model's worst
-      case by 2.8-3.1 points at 1/255-4/255 for the same clean accuracy (docs/reproduction.md).
+      case by 2.8-3.1 points at 1/255-4/255 for the same clean accuracy; combined with Jacobian regularization it
+      moved the model along the clean/robust trade-off instead (docs/reproduction.md).
 
     The cost is ``steps`` extra forward+backward passes on the attacked part of the batch. Combine it with
     :class:`~qrobust_keras.regularizers.JacobianRegularization` in the same ``fit`` in any order: adversarial
