@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
@@ -372,8 +373,7 @@ def load_speech_commands(data_dir: str | os.PathLike, split: str = "test", featu
     if features != "waveform":
         from qrobust_keras.data.mfcc import mfcc
 
-        backend = "tf" if features == "mfcc" else "librosa"
-        transform = lambda block: mfcc(block, backend=backend)  # noqa: E731
+        transform = functools.partial(mfcc, backend="tf" if features == "mfcc" else "librosa")
 
     x = _read_all(paths, resample, verbose, transform)
     if len(tags_extra):

@@ -5,4 +5,5 @@ from qrobust_keras.training.step import StepContext, TrainStepHook, active_hooks
 from qrobust_keras.training.adversarial import AdversarialTraining, batchnorm_statistics_frozen
 from qrobust_keras.training.bn_recalibration import recalibrate_batchnorm
 
-__all__ = ["AdversarialTraining", "batchnorm_statistics_frozen", "recalibrate_batchnorm", "TrainStepHook", "StepContext", "active_hooks", "restore_train_step"]
+__all__ = ["AdversarialTraining", "batchnorm_statistics_frozen", "recalibrate_batchnorm", "TrainStepHook",
+           "StepContext", "active_hooks", "restore_train_step"]

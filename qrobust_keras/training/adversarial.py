@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+from typing import Iterator
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def craft_adversarial(logits_fn, x, y, eps, steps, step_size, clip_min, clip_max
 
 
 @contextlib.contextmanager
-def batchnorm_statistics_frozen(model: keras.Model):
+def batchnorm_statistics_frozen(model: keras.Model) -> Iterator[None]:
     """Within the block, training-mode calls of ``model`` normalize by batch statistics but leave every BatchNorm
     layer's moving mean and variance unchanged (momentum 1 while the graph is built), so an attack can run on the
     training-mode network without its own forward passes leaking into the statistics used at inference."""
