@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models.heads import logits_model
+from qrobust_keras.models.heads import leaf_layers, logits_model
 
 _CACHE_ATTR = "_qrobust_attack_cache"
 
@@ -90,7 +90,7 @@ def _quantizer_is_stochastic(quantizer: Any) -> bool:
 
 def has_stochastic_quantizers(model: keras.Model) -> bool:
     """True when some QKeras layer of ``model`` uses a stochastic quantizer (random under learning phase 1)."""
-    for layer in _all_layers(model):
+    for layer in leaf_layers(model):
         for attr in ("kernel_quantizer_internal", "bias_quantizer_internal", "depthwise_quantizer_internal",
                      "pointwise_quantizer_internal", "quantizer", "activation"):
             if _quantizer_is_stochastic(getattr(layer, attr, None)) and type(layer).__name__.startswith("Q"):
@@ -99,14 +99,6 @@ def has_stochastic_quantizers(model: keras.Model) -> bool:
             if _quantizer_is_stochastic(quantizer):
                 return True
     return False
-
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
 
 
 @contextlib.contextmanager

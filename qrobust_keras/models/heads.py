@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from qrobust_keras._keras import keras
 
@@ -62,6 +62,15 @@ def logits_model(model: keras.Model) -> keras.Model:
     else:
         logits = last.input
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
+def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of ``model`` in order, the layers of a nested model in place of the nested model itself."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
 
 
 class _LinearView(keras.layers.Layer):

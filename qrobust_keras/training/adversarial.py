@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models.heads import logits_model
+from qrobust_keras.models.heads import leaf_layers, logits_model
 from qrobust_keras.training.step import TrainStepHook
 
 __all__ = ["AdversarialTraining", "craft_adversarial", "batchnorm_statistics_frozen"]
@@ -72,7 +72,7 @@ def batchnorm_statistics_frozen(model: keras.Model) -> Iterator[None]:
     """Within the block, training-mode calls of ``model`` normalize by batch statistics but leave every BatchNorm
     layer's moving mean and variance unchanged (momentum 1 while the graph is built), so an attack can run on the
     training-mode network without its own forward passes leaking into the statistics used at inference."""
-    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in leaf_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 1.0
@@ -81,13 +81,6 @@ def batchnorm_statistics_frozen(model: keras.Model) -> Iterator[None]:
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 @keras.saving.register_keras_serializable(package="qrobust_keras")
