@@ -23,6 +23,7 @@ _LAZY = {
     "JacobianRegularization": ("qrobust_keras.regularizers", "JacobianRegularization"),
     "jacobian_norm": ("qrobust_keras.regularizers", "jacobian_norm"),
     "AdversarialTraining": ("qrobust_keras.training", "AdversarialTraining"),
+    "TRADES": ("qrobust_keras.training", "TRADES"),
 }
 
 
@@ -39,5 +40,5 @@ def __getattr__(name):
 __all__ = [
     "quantization", "models", "data", "regularizers", "training", "recipes", "attacks", "evaluation", "defenses",
     "export",
-    "load_model", "JacobianRegularization", "jacobian_norm", "AdversarialTraining", "__version__",
+    "load_model", "JacobianRegularization", "jacobian_norm", "AdversarialTraining", "TRADES", "__version__",
 ]

@@ -54,17 +54,54 @@ def craft_adversarial(logits_fn, x, y, eps, steps, step_size, clip_min, clip_max
     x = tf.convert_to_tensor(x)
     if random_start:
         delta = tf.random.stateless_uniform(tf.shape(x), seed=key, minval=-eps, maxval=eps, dtype=x.dtype)
-        x_adv = tf.clip_by_value(x + delta, clip_min, clip_max)
+        x_start = tf.clip_by_value(x + delta, clip_min, clip_max)
     else:
-        x_adv = x
+        x_start = x
+    return signed_gradient_ascent(lambda t: _attack_loss(logits_fn(t), y), x, x_start, eps, steps, step_size,
+                                  clip_min, clip_max)
+
+
+def signed_gradient_ascent(loss_fn, x, x_start, eps, steps, step_size, clip_min, clip_max):
+    """The L-inf PGD iteration (in graph): from ``x_start``, ``steps`` times ``x' <- clip(proj_eps(x' + step_size *
+    sign(grad loss_fn(x'))))``, projected onto the eps-ball around ``x`` and ``[clip_min, clip_max]``.
+
+    ``loss_fn`` maps a batch to a scalar to maximise (cross-entropy for PGD, the KL divergence for TRADES).
+    Returns ``stop_gradient(x_adv)``.
+    """
+    x_adv = x_start
     for _ in range(steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
-            loss = _attack_loss(logits_fn(x_adv), y)
+            loss = loss_fn(x_adv)
         grad = tape.gradient(loss, x_adv)
         x_adv = x_adv + step_size * tf.sign(grad)
         x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), clip_min, clip_max)
     return tf.stop_gradient(x_adv)
+
+
+def check_attack_arguments(eps, steps, step_size, clip_min, clip_max, seed, craft_mode) -> tuple[int, float]:
+    """Validate the in-training attack's arguments (shared by :class:`AdversarialTraining` and
+    :class:`~qrobust_keras.training.TRADES`); returns ``(steps, step_size)`` with the defaults filled in: 3 steps
+    of ``2.5 * eps / steps``. Raises ValueError naming the argument, the value and what is accepted."""
+    if craft_mode not in _CRAFT_MODES:
+        raise ValueError(f"craft_mode must be one of {_CRAFT_MODES}; got craft_mode={craft_mode!r}")
+    for name, value in (("clip_min", clip_min), ("clip_max", clip_max)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number; got {name}={value!r}")
+    if not clip_min < clip_max:
+        raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps <= clip_max - clip_min:
+        hint = f" (did you mean {eps}/255?)" if isinstance(eps, numbers.Real) and eps > 1 else ""
+        raise ValueError(f"eps must be in (0, clip_max - clip_min] = (0, {clip_max - clip_min}]; got eps={eps!r}{hint}")
+    steps = 3 if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got steps={steps!r}")
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not step_size > 0:
+        raise ValueError(f"step_size must be a number > 0 in input units; got step_size={step_size!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed must be an integer or None; got seed={seed!r}")
+    return int(steps), float(step_size)
 
 
 @contextlib.contextmanager
@@ -151,36 +188,14 @@ class AdversarialTraining(TrainStepHook):
         super().__init__()
         if attack not in _ATTACKS:
             raise ValueError(f"attack must be one of {_ATTACKS}; got attack={attack!r}")
-        if craft_mode not in _CRAFT_MODES:
-            raise ValueError(f"craft_mode must be one of {_CRAFT_MODES}; got craft_mode={craft_mode!r}")
-        for name, value in (("clip_min", clip_min), ("clip_max", clip_max)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number; got {name}={value!r}")
-        if not clip_min < clip_max:
-            raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps <= clip_max - clip_min:
-            hint = f" (did you mean {eps}/255?)" if isinstance(eps, numbers.Real) and eps > 1 else ""
-            raise ValueError(
-                f"eps must be in (0, clip_max - clip_min] = (0, {clip_max - clip_min}]; got eps={eps!r}{hint}"
-            )
         if attack == "fgsm":
             if steps not in (None, 1):
                 raise ValueError(f"attack='fgsm' takes one step; got steps={steps!r} (use attack='pgd')")
             steps = 1
-            default_step = 1.25 * eps
-        else:
-            steps = 3 if steps is None else steps
-            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-                raise ValueError(f"steps must be a positive integer; got steps={steps!r}")
-            default_step = 2.5 * eps / steps
-        if step_size is None:
-            step_size = default_step
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not step_size > 0:
-            raise ValueError(f"step_size must be a number > 0 in input units; got step_size={step_size!r}")
+            step_size = 1.25 * eps if step_size is None and isinstance(eps, numbers.Real) else step_size
+        steps, step_size = check_attack_arguments(eps, steps, step_size, clip_min, clip_max, seed, craft_mode)
         if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 1:
             raise ValueError(f"ratio must be in [0, 1] (fraction of each batch made adversarial); got ratio={ratio!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"seed must be an integer or None; got seed={seed!r}")
         self.attack = attack
         self.eps = float(eps)
         self.steps = int(steps)
