@@ -6,6 +6,9 @@
     # with less robustness (docs/reproduction.md)
     python examples/train_cifar10_robust.py --data-dir ../shared/data/cifar10-jpeg --epochs 10 \
         --init-weights mlcommons:../shared/data/models/mlcommons
+    # adversarial training of int4 kernels from the official float weights (the closest to the targets so far)
+    python examples/train_cifar10_robust.py --data-dir ../shared/data/cifar10-jpeg --eval-data-dir \
+        ../shared/data/cifar10 --recipe int4_at --init-weights mlcommons:../shared/data/models/mlcommons
 
 The run folder (``--out``) is resumable: kill the script and start it again with the same arguments and it
 continues at the first unfinished epoch (``qrobust_keras.recipes.fit_recipe``). Robust accuracy is measured on the
@@ -16,24 +19,27 @@ error is 5.8/255, close to the attack budgets).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import numpy as np
 
 import qrobust_keras as qrk  # import before TensorFlow: selects the Keras 2 API that QKeras needs
 from qrobust_keras.attacks.square import square
-from qrobust_keras.recipes import fit_recipe, get_recipe
+from qrobust_keras.recipes import RECIPES, fit_recipe, get_recipe
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 for training (pickles or JPEG tree)")
     p.add_argument("--eval-data-dir", default=None, help="CIFAR-10 for attacks (default: --data-dir)")
-    p.add_argument("--recipe", default="stq_jr", choices=["mlcommons", "stq_jr", "stq_jr_at"])
+    p.add_argument("--recipe", default="stq_jr", choices=RECIPES)
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--out", default="runs/cifar10_robust")
     p.add_argument("--init-weights", default=None,
-                   help="a saved model to start from, or mlcommons[:DIR] for the official float weights")
+                   help="a saved model to start from, mlcommons[:DIR] for the official float weights, or none "
+                        "(default: the recipe's start; int4_at starts from mlcommons, read from "
+                        "$QROBUST_MLCOMMONS_DIR)")
     p.add_argument("--n-eval", type=int, default=500, help="test images to attack")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     args = p.parse_args(argv)
@@ -52,8 +58,11 @@ def main(argv=None) -> int:
     # 2. the recipe: policy (stochastic-ternary kernels, int4 activations), per-layer JR, schedule
     recipe = get_recipe(args.recipe, dataset="cifar10", epochs=epochs)
     print(f"recipe {recipe.name}: {recipe.notes[:160]}...")
+    init_weights = args.init_weights   # None: the recipe's own start
+    if str(init_weights).lower() == "none":
+        recipe, init_weights = dataclasses.replace(recipe, init_weights=None), None
     model = fit_recipe(recipe, (x_train, y_train), (x_test[:1000], y_test[:1000]), args.out, verbose=2,
-                       init_weights=args.init_weights)
+                       init_weights=init_weights)
 
     # 3. attacks on the test images (white-box PGD on the logits, black-box Square)
     x = x_test[:n_eval].astype(np.float32) / 255.0

@@ -21,7 +21,7 @@ import numpy as np
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras
 from qrobust_keras.attacks.square import square
-from qrobust_keras.recipes import fit_recipe, get_recipe
+from qrobust_keras.recipes import RECIPES, fit_recipe, get_recipe
 
 
 def waveform_model(feature_model: keras.Model) -> keras.Model:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="Speech Commands folder (full dataset or the test-set layout)")
     p.add_argument("--mlcommons-dir", default=None, help="folder with the MLCommons kws_ref_model (optional)")
-    p.add_argument("--recipe", default="stq_jr", choices=["mlcommons", "stq_jr", "stq_jr_at"])
+    p.add_argument("--recipe", default="stq_jr", choices=RECIPES)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--eps-mfcc", type=_floats, default=[1.0], help="MFCC-level budget(s), e.g. 0.05,0.1,0.25")
     p.add_argument("--eps-wave", type=_floats, default=[0.005], help="waveform-level budget(s), e.g. 1e-4,5e-4")
@@ -76,7 +76,10 @@ def main(argv=None) -> int:
     if args.model:
         model = qrk.models.load_model(args.model, compile=False)
     else:
-        model = fit_recipe(recipe, (feats[tr], labels[tr]), (feats[va], labels[va]), args.out, verbose=2)
+        # a recipe that starts from the official weights (int4_at) reads them from --mlcommons-dir when given
+        init = f"mlcommons:{args.mlcommons_dir}" if recipe.init_weights == "mlcommons" and args.mlcommons_dir else None
+        model = fit_recipe(recipe, (feats[tr], labels[tr]), (feats[va], labels[va]), args.out, verbose=2,
+                           init_weights=init)
 
     te = te[:n_eval]
     x_f, x_w, y = feats[te].astype(np.float32), waves[te].reshape(-1, 125, 128).astype(np.float32), labels[te]

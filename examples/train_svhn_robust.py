@@ -18,13 +18,13 @@ import numpy as np
 
 import qrobust_keras as qrk
 from qrobust_keras.demo import synthetic_images
-from qrobust_keras.recipes import fit_recipe, get_recipe
+from qrobust_keras.recipes import RECIPES, fit_recipe, get_recipe
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder with train_32x32.mat and test_32x32.mat")
-    p.add_argument("--recipe", default="stq_jr", choices=["mlcommons", "stq_jr", "stq_jr_at"])
+    p.add_argument("--recipe", default="stq_jr", choices=RECIPES)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", default="runs/svhn_robust")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")

@@ -15,6 +15,7 @@ Every command has ``--help``. Budgets (``--eps``) accept fractions (``8/255``) a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -201,6 +202,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy)
+    init_weights = args.init_weights
+    if init_weights is not None and init_weights.lower() == "none":
+        init_weights = None
+        if recipe.init_weights is not None:
+            recipe = dataclasses.replace(recipe, init_weights=None,
+                                         notes=recipe.notes + " Trained from random weights (--init-weights none).")
     data = load_dataset(args.dataset, args.data_dir, source=args.source, n_train=args.train_samples,
                         n_test=args.val_samples, seed=args.seed, verbose=args.verbose)
     if args.verbose:
@@ -208,7 +215,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"training and {len(data.test[0])} validation samples, {recipe.epochs} epochs, batch "
               f"{recipe.batch_size}; run folder {args.out}")
     fit_recipe(recipe, data.train, data.test if len(data.test[0]) else None, args.out, verbose=args.verbose,
-               run_info=data.describe(), init_weights=args.init_weights)
+               run_info=data.describe(), init_weights=init_weights)
     if args.verbose:
         print(f"qrobust train: done; model {os.path.join(args.out, 'model.h5')}, history "
               f"{os.path.join(args.out, 'history.csv')}")
@@ -442,8 +449,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _as_dict(obj):
-    import dataclasses
-
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
     if isinstance(obj, dict):
@@ -585,12 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a named recipe into a resumable run folder",
-                       description="Train a recipe (mlcommons, stq_jr, stq_jr_at). The run folder gets "
+                       description="Train a recipe (mlcommons, stq_jr, stq_jr_at, int4_at). The run folder gets "
                                    "run_config.json, history.csv, last.h5 after every epoch, backup/ "
                                    "(BackupAndRestore: rerun the same command to resume a killed run) and model.h5.")
     p.add_argument("--model", choices=["resnet8", "ds_cnn"], default=None,
                    help="architecture (default: resnet8 for images, ds_cnn for speech_commands)")
-    p.add_argument("--recipe", choices=["mlcommons", "stq_jr", "stq_jr_at"], default="stq_jr",
+    # a literal, not recipes.RECIPES: `qrobust --help` must not import TensorFlow (tests check they are equal)
+    p.add_argument("--recipe", choices=["mlcommons", "stq_jr", "stq_jr_at", "int4_at"], default="stq_jr",
                    help="training recipe (default stq_jr; see qrobust_keras.recipes)")
     _add_data(p)
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
@@ -608,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the weights of this saved model (layer names must match), e.g. an stq_jr "
                         "run's model.h5 for adversarial fine-tuning with --recipe stq_jr_at; 'mlcommons' or "
                         "'mlcommons:DIR' starts from the official MLCommons Tiny float weights (DIR defaults to "
-                        "$QROBUST_MLCOMMONS_DIR)")
+                        "$QROBUST_MLCOMMONS_DIR); 'none' trains from random weights (default: the recipe's start, "
+                        "'mlcommons' for int4_at, random weights for the others)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 

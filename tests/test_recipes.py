@@ -18,13 +18,53 @@ from qrobust_keras.recipes import (
 
 
 def test_every_recipe_builds_the_right_model_for_its_dataset():
-    assert len(list_recipes()) == 9
+    assert len(list_recipes()) == 12
     for name, model_name, dataset in list_recipes():
         recipe = get_recipe(name, dataset=dataset)
         assert recipe.model == model_name
         assert recipe.num_classes == (12 if dataset == "speech_commands" else 10)
         assert recipe.augment_flip == (dataset == "cifar10")  # no flips for digits or spectrogram features
-        assert (recipe.jr_weight > 0) == (name != "mlcommons") and (recipe.at_eps > 0) == (name == "stq_jr_at")
+        assert (recipe.jr_weight > 0) == name.startswith("stq_jr")
+        assert (recipe.at_eps > 0) == name.endswith("_at")
+
+
+def test_int4_at_is_adversarial_training_of_int4_kernels_from_the_official_weights():
+    recipe = get_recipe("int4_at", dataset="cifar10")
+    assert (recipe.init_weights, recipe.jr_weight, recipe.at_craft_mode, recipe.learning_rate) == \
+        ("mlcommons", 0.0, "training", 5e-4)
+    model, callbacks = build_recipe(recipe)
+    assert model.count_params() == 78666
+    assert [type(c).__name__ for c in callbacks] == ["LearningRateScheduler", "AdversarialTraining"]
+    at = callbacks[-1]
+    assert (at.eps, at.steps, at.ratio, at.craft_mode) == (pytest.approx(4 / 255), 3, 0.5, "training")
+    kernel = model.get_layer("stack2_conv_a").kernel_quantizer_internal
+    assert (type(kernel).__name__, kernel.bits) == ("quantized_bits", 4)
+    assert model.get_layer("conv_1").kernel_quantizer_internal.bits == 8
+    assert model.get_layer("stack1_relu").quantizer.bits == 4
+    kws = get_recipe("int4_at", dataset="speech_commands")
+    kws_model, kws_callbacks = build_recipe(kws)
+    assert (kws.init_weights, kws_callbacks[-1].eps) == ("mlcommons", 0.5)
+    assert kws_model.get_layer("block1_dw").depthwise_quantizer_internal.bits == 8
+    assert get_recipe("int4_at", dataset="svhn").init_weights is None  # no official SVHN weights exist
+    _, trades_callbacks = build_recipe(get_recipe("int4_at", at_method="trades", trades_beta=2.0))
+    trades = trades_callbacks[-1]
+    assert type(trades).__name__ == "TRADES"
+    assert (trades.eps, trades.beta, trades.steps, trades.craft_mode) == (pytest.approx(4 / 255), 2.0, 3, "training")
+    with pytest.raises(ValueError, match="at_method must be 'pgd' or 'trades'; got at_method='mart'"):
+        get_recipe("int4_at", at_method="mart")
+    with pytest.raises(ValueError, match="trades_beta must be a finite number > 0; got trades_beta=-1"):
+        get_recipe("int4_at", trades_beta=-1)
+    with pytest.raises(ValueError, match="init_weights must be None, 'mlcommons'.*got init_weights=''"):
+        get_recipe("int4_at", init_weights="")
+
+
+def test_cli_recipe_choices_are_the_recipes():
+    from qrobust_keras.cli import build_parser
+    from qrobust_keras.recipes import RECIPES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    recipe_action = next(a for a in train._actions if a.dest == "recipe")
+    assert tuple(recipe_action.choices) == RECIPES
 
 
 def test_stq_jr_resnet8_policy_and_model():
@@ -255,6 +295,38 @@ def test_init_weights_start_training_from_a_saved_model(tmp_path):
         copy_weights_by_name(source, build_model(get_recipe("mlcommons", input_shape=(32, 32, 1))))
 
 
+def test_the_recipes_own_init_weights_start_training_and_a_missing_source_says_what_to_do(tmp_path, monkeypatch):
+    """``fit_recipe`` without ``init_weights`` starts from the recipe's own ``init_weights``; when that source is
+    missing the error names the recipe and the ways out, and nothing is trained."""
+    from qrobust_keras.recipes import save_model_atomic
+
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=16)
+    source = build_model(get_recipe("mlcommons"))
+    for layer in source.layers:
+        if layer.weights:
+            layer.set_weights([w - 0.25 for w in layer.get_weights()])
+    save_model_atomic(source, str(tmp_path / "start.h5"))
+    recipe = get_recipe("mlcommons", epochs=1, batch_size=16, init_weights=str(tmp_path / "start.h5"))
+    start = _FirstBatchWeights()
+    fit_recipe(recipe, (x, y), None, str(tmp_path / "run"), extra_callbacks=[start], verbose=0)
+    for got, want in zip(start.weights, source.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["init_weights"]["layers"] == 17
+
+    monkeypatch.delenv("QROBUST_MLCOMMONS_DIR", raising=False)
+    int4_at = get_recipe("int4_at", epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="recipe 'int4_at' starts from init_weights='mlcommons'.*"
+                                         "QROBUST_MLCOMMONS_DIR.*init_weights=None"):
+        fit_recipe(int4_at, (x, y), None, str(tmp_path / "run2"), verbose=0)
+    assert not (tmp_path / "run2" / "run_config.json").exists()
+    seen = _Seen()
+    fit_recipe(dataclasses.replace(int4_at, init_weights=None, bn_recalibration=0), (x, y), None,
+               str(tmp_path / "run3"), extra_callbacks=[seen], verbose=0)
+    assert seen.epochs == [0] and "init_weights" not in json.loads((tmp_path / "run3" / "run_config.json")
+                                                                    .read_text())
+
+
 def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tmp_path, shared_data, monkeypatch):
     """Quantization-aware training from the official float ResNet-8: its weights (input scale folded into bn_1)
     start the stochastic-ternary model; the path comes from 'mlcommons:DIR' or QROBUST_MLCOMMONS_DIR."""
@@ -278,6 +350,12 @@ def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tm
     from_env, described = _initial_model("mlcommons", recipe)
     assert described == config["init_weights"]["path"]
     for got, want in zip(from_env.get_weights(), folded.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    # int4_at starts there by itself (its init_weights='mlcommons' reads QROBUST_MLCOMMONS_DIR)
+    start = _FirstBatchWeights()
+    fit_recipe(get_recipe("int4_at", epochs=1, batch_size=16, bn_recalibration=0), (x, y), None,
+               str(tmp_path / "int4_at"), extra_callbacks=[start], verbose=0)
+    for got, want in zip(start.weights, folded.get_weights()):
         np.testing.assert_array_equal(got, want)
     assert _initial_model(folded, recipe) == (folded, f"model object {folded.name!r}")
     kws_recipe = get_recipe("stq_jr", dataset="speech_commands")

@@ -66,6 +66,23 @@ def test_train_policy_option_reaches_the_recipe(monkeypatch, tmp_path):
     assert cli.parse_policy("int8")["activation"] == "int8"
 
 
+def test_train_init_weights_none_trains_int4_at_from_random_weights(monkeypatch, tmp_path):
+    from qrobust_keras import recipes
+
+    seen = []
+    tiny = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, int)
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: cli.DataSpec("cifar10", tiny, tiny, "tiny"))
+    monkeypatch.setattr(recipes, "fit_recipe", lambda recipe, *a, **k: seen.append((recipe, k["init_weights"])))
+    out = ["--out", str(tmp_path / "run"), "--verbose", "0"]
+    assert main(["train", "--recipe", "int4_at", *out]) == 0
+    assert seen[-1][0].init_weights == "mlcommons" and seen[-1][1] is None  # fit_recipe takes the recipe's
+    assert main(["train", "--recipe", "int4_at", "--init-weights", "none", *out]) == 0
+    assert seen[-1][0].init_weights is None and seen[-1][1] is None
+    assert "random weights" in seen[-1][0].notes
+    assert main(["train", "--recipe", "int4_at", "--init-weights", "mlcommons:/m", *out]) == 0
+    assert seen[-1][1] == "mlcommons:/m"
+
+
 @pytest.mark.parametrize("text, fragment", [("int5", "'int5' is not a quantizer spec"),
                                             ('{"kernel": int4}', "not valid JSON"),
                                             ('{"kernel": "int4", "bits": 3}', "unknown keys ['bits']"),
