@@ -125,34 +125,12 @@ def test_craft_mode_training_attacks_the_batch_statistics_network_and_keeps_the_
     assert AdversarialTraining(craft_mode="training").get_config()["craft_mode"] == "training"
 
 
-def test_adversarial_training_improves_pgd_accuracy():
+def test_adversarial_training_improves_pgd_accuracy(robust_feature_task):
     """A robust feature plus 20 weak ones: plain training leans on the weak ones and breaks under eps=0.08."""
-    rng = np.random.default_rng(0)
-
-    def data(n):
-        y = rng.integers(0, 2, n)
-        s = 2.0 * y - 1
-        robust = 0.5 + 0.25 * s[:, None] + rng.normal(0, 0.08, (n, 1))
-        weak = 0.5 + 0.05 * s[:, None] + rng.normal(0, 0.1, (n, 20))
-        return np.clip(np.concatenate([robust, weak], 1), 0, 1).astype("float32"), y
-
-    (xtr, ytr), (xte, yte) = data(1024), data(500)
-    eps = 0.08
-
-    def train(callbacks):
-        keras.utils.set_random_seed(0)
-        m = keras.Sequential([keras.Input((21,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(2, name="logits"), keras.layers.Activation("softmax")])
-        m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-        m.fit(xtr, ytr, epochs=10, batch_size=64, verbose=0, callbacks=callbacks)
-        x_adv = projected_gradient_descent(qrk.models.logits_model(m), xte, eps, eps / 4, 10, np.inf, clip_min=0.0,
-                                           clip_max=1.0, y=yte, rand_init=True).numpy()
-        return [float((m.predict(v, verbose=0).argmax(1) == yte).mean()) for v in (xte, x_adv)]
-
-    clean0, robust0 = train([])
+    clean0, robust0 = robust_feature_task([])
     assert clean0 > 0.97 and robust0 < 0.9
     for attack in ("pgd", "fgsm"):
-        clean, robust = train([AdversarialTraining(attack, eps=eps, seed=0)])
+        clean, robust = robust_feature_task([AdversarialTraining(attack, eps=0.08, seed=0)])
         assert robust >= robust0 + 0.1, (attack, robust0, robust)
         assert clean >= clean0 - 0.02, (attack, clean0, clean)
 

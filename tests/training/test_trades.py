@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras, tf
@@ -76,33 +75,11 @@ def test_one_step_descends_the_clean_loss_plus_beta_times_the_kl():
     assert max(np.abs(a - b).max() for a, b in zip(plain.get_weights(), expected)) > 1e-3  # the KL term moved it
 
 
-def test_trades_improves_pgd_accuracy_like_adversarial_training():
-    """A robust feature plus 20 weak ones (as in the AdversarialTraining test): TRADES keeps the clean accuracy and
-    raises PGD accuracy at eps 0.08 well above plain training."""
-    rng = np.random.default_rng(0)
-
-    def data(n):
-        y = rng.integers(0, 2, n)
-        s = 2.0 * y - 1
-        robust = 0.5 + 0.25 * s[:, None] + rng.normal(0, 0.08, (n, 1))
-        weak = 0.5 + 0.05 * s[:, None] + rng.normal(0, 0.1, (n, 20))
-        return np.clip(np.concatenate([robust, weak], 1), 0, 1).astype("float32"), y
-
-    (xtr, ytr), (xte, yte) = data(1024), data(500)
-    eps = 0.08
-
-    def train(callbacks):
-        keras.utils.set_random_seed(0)
-        m = keras.Sequential([keras.Input((21,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(2, name="logits"), keras.layers.Activation("softmax")])
-        m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-        m.fit(xtr, ytr, epochs=10, batch_size=64, verbose=0, callbacks=callbacks)
-        x_adv = projected_gradient_descent(qrk.models.logits_model(m), xte, eps, eps / 4, 10, np.inf, clip_min=0.0,
-                                           clip_max=1.0, y=yte, rand_init=True).numpy()
-        return [float((m.predict(v, verbose=0).argmax(1) == yte).mean()) for v in (xte, x_adv)]
-
-    clean0, robust0 = train([])
-    clean, robust = train([TRADES(eps=eps, beta=6.0, seed=0)])
+def test_trades_improves_pgd_accuracy_like_adversarial_training(robust_feature_task):
+    """On the task of the AdversarialTraining test (one robust feature, 20 weak ones), TRADES keeps the clean
+    accuracy and raises PGD accuracy at eps 0.08 well above plain training (measured: 81% -> 98%)."""
+    clean0, robust0 = robust_feature_task([])
+    clean, robust = robust_feature_task([TRADES(eps=0.08, beta=6.0, seed=0)])
     assert robust0 < 0.9 and robust >= robust0 + 0.1, (robust0, robust)
     assert clean >= clean0 - 0.02, (clean0, clean)
 
