@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--mlcommons-dir", default=None, help="folder with the MLCommons kws_ref_model (optional)")
     p.add_argument("--recipe", default="stq_jr", choices=RECIPES)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--at-eps", type=float, default=None,
+                   help="adversarial-training budget in MFCC units (default: the recipe's; *_at recipes only)")
     p.add_argument("--eps-mfcc", type=_floats, default=[1.0], help="MFCC-level budget(s), e.g. 0.05,0.1,0.25")
     p.add_argument("--eps-wave", type=_floats, default=[0.005], help="waveform-level budget(s), e.g. 1e-4,5e-4")
     p.add_argument("--model", default=None, help="evaluate this saved model (.h5) instead of training")
@@ -72,7 +74,9 @@ def main(argv=None) -> int:
         tr, epochs, n_eval, steps, queries = tr[:300], 1, 24, 3, 20
     print(f"speaker-disjoint split: {len(parts['train'])} train / {len(va)} validation / {len(te)} test clips")
 
-    recipe = get_recipe(args.recipe, dataset="speech_commands", epochs=epochs)
+    if args.at_eps is not None and not args.recipe.endswith("_at"):
+        p.error(f"--at-eps applies to the adversarial-training recipes (stq_jr_at, int4_at); got --recipe {args.recipe}")
+    recipe = get_recipe(args.recipe, dataset="speech_commands", epochs=epochs, at_eps=args.at_eps)
     if args.model:
         model = qrk.models.load_model(args.model, compile=False)
     else:
