@@ -1,6 +1,7 @@
 """Adversarial attacks: plain functions ``attack(model, x, y, eps, ...) -> x_adv`` with shared argument names.
 
-White-box (Keras models, whole loops compiled per batch): fgsm, bim, pgd, mim, cw_l2, apgd.
+White-box (Keras models, whole loops compiled per batch): fgsm, bim, pgd (``pgd-cw`` by name: on the C&W margin), mim,
+cw_l2, apgd.
 Black-box (any predict function; queries counted): square, spsa, and hopskipjump, boundary, zoo (via ART, optional
 extra ``blackbox``). transfer crafts on a surrogate and evaluates on a target. Attacks by name with default
 parameters per dataset scale: :mod:`qrobust_keras.attacks.registry`.
@@ -9,7 +10,7 @@ Example:
 
 >>> import qrobust_keras as qrk
 >>> qrk.attacks.list_attacks("white")
-['fgsm', 'bim', 'pgd', 'mim', 'cw_l2', 'apgd-ce', 'apgd-dlr']
+['fgsm', 'bim', 'pgd', 'pgd-cw', 'mim', 'cw_l2', 'apgd-ce', 'apgd-dlr']
 """
 
 from qrobust_keras.attacks._common import AttackInfo, PredictFn, as_predict_fn, enforce_constraints, perturbation_norms

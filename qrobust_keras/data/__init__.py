@@ -2,13 +2,16 @@
 
 Everything reads the formats users already have, offline, and says clearly what is missing or broken.
 
-Example:
+Example (the paths are the project's shared data folder beside a checkout; use your own copies):
 
 >>> import qrobust_keras as qrk
->>> (x_train, y_train), (x_test, y_test) = qrk.data.load_cifar10("shared/data/cifar10")
->>> ds = qrk.data.image_dataset(x_train, y_train, batch_size=128, training=True)
->>> x, y = qrk.data.load_speech_commands("shared/data/speech_commands", split="test")   # MFCC (n, 49, 10, 1)
->>> feats = qrk.data.mfcc(waveforms)                                                      # MLCommons features
+>>> (x_train, y_train), (x_test, y_test) = qrk.data.load_cifar10("../shared/data/cifar10")   # uint8 NHWC
+>>> ds = qrk.data.image_dataset(x_train, y_train, batch_size=128, training=True)   # augmented [0, 1] batches
+>>> waves, y = qrk.data.load_speech_commands("../shared/data/speech_commands", features="waveform")
+>>> waves.shape                                                    # 1 s clips at 16 kHz, float32 in [-1, 1)
+(2936, 16000)
+>>> qrk.data.mfcc(waves[:8]).shape                                 # MLCommons features (features="mfcc" above)
+(8, 49, 10, 1)
 """
 
 from qrobust_keras.data.augment import image_dataset, random_crop_flip

@@ -3,12 +3,22 @@
 The augmentation is vectorized per batch with stateless random ops seeded from ``tf.data.Dataset.random``, so a
 given ``seed`` gives the same sequence of batches in every run, with fresh crops and flips each epoch.
 
-Example:
+Example (ten random images stand in for ``load_cifar10(...)[0]``):
 
->>> from qrobust_keras.data import load_cifar10, image_dataset
->>> (x_train, y_train), _ = load_cifar10("shared/data/cifar10")
->>> ds = image_dataset(x_train, y_train, batch_size=128, training=True, seed=0)
->>> model.fit(ds, epochs=10)
+>>> import numpy as np
+>>> from qrobust_keras.data import image_dataset
+>>> x_train = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+>>> y_train = np.arange(10)
+>>> ds = image_dataset(x_train, y_train, batch_size=4, training=True, seed=0)
+>>> images, labels = next(iter(ds))
+>>> images.shape, images.dtype.name, labels.dtype.name
+(TensorShape([4, 32, 32, 3]), 'float32', 'int64')
+>>> [len(labels) for _, labels in ds]                              # the last batch is partial
+[4, 4, 2]
+>>> again, _ = next(iter(image_dataset(x_train, y_train, batch_size=4, training=True, seed=0)))
+>>> bool(np.array_equal(images, again))                            # same seed, same batches
+True
+>>> # model.fit(ds, epochs=10)
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ Search order for ``data_dir=None``: ``$QROBUST_DATA_DIR``, then the Keras cache
 (``$KERAS_HOME`` or ``~/.keras``, ``datasets/cifar-10-batches-py``). Inside a folder the exact pickles are preferred
 over JPEG copies.
 
-Example:
+Example (on the project's shared copies, ``../shared/data`` beside a checkout):
 
 >>> from qrobust_keras.data import load_cifar10
->>> (x_train, y_train), (x_test, y_test) = load_cifar10("shared/data/cifar10")     # uint8 NHWC, int64 labels
+>>> (x_train, y_train), (x_test, y_test) = load_cifar10("../shared/data/cifar10")  # uint8 NHWC, int64 labels
 >>> x_test.shape, y_test[:5]
 ((1017, 32, 32, 3), array([3, 8, 8, 0, 6]))
 """

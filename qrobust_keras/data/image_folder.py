@@ -6,10 +6,15 @@ a thread pool. On 2 shared cores all 60,000 CIFAR-10 JPEGs load in about 9 s wit
 (``bench/data_loading.py``). When the fast path meets a broken or wrongly sized file, the Pillow path re-reads the
 files to name the culprit.
 
-Example:
+Example (on the project's shared JPEG copies, ``../shared/data`` beside a checkout):
 
->>> from qrobust_keras.data.image_folder import load_image_folder
->>> x, y, classes = load_image_folder("cifar10-jpeg/test")     # (10000, 32, 32, 3) uint8, int64 labels
+>>> from qrobust_keras.data.image_folder import list_image_folder, load_image_folder
+>>> paths, labels, classes = list_image_folder("../shared/data/cifar10-jpeg/test")   # no decoding
+>>> len(paths), classes[:3]
+(10000, ['airplane', 'automobile', 'bird'])
+>>> x, y, classes = load_image_folder("../shared/data/cifar10-jpeg/test", paths=paths[:16])   # all without paths=
+>>> x.shape, x.dtype.name, y.dtype.name
+((16, 32, 32, 3), 'uint8', 'int64')
 """
 
 from __future__ import annotations

@@ -255,8 +255,13 @@ class MFCC(keras.layers.Layer):
         **kwargs: any :class:`MFCCConfig` field (``normalize``, ``fft_length``, ...) plus the usual Layer keywords.
 
     Example:
+        >>> from qrobust_keras._keras import keras
+        >>> from qrobust_keras.models import ds_cnn
+        >>> kws = ds_cnn()        # or qrk.models.load_mlcommons("ds_cnn", path) for the reference weights
         >>> wave_in = keras.Input((16000,))
-        >>> model = keras.Model(wave_in, ds_cnn(MFCC()(wave_in)))
+        >>> model = keras.Model(wave_in, kws(MFCC()(wave_in)))
+        >>> model.output_shape
+        (None, 12)
     """
 
     def __init__(self, sample_rate: int = 16000, clip_samples: int = 16000, frame_length: int = 480,

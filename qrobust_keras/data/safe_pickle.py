@@ -4,11 +4,19 @@ Python pickles can name any importable callable (``os.system``, ``builtins.eval`
 CIFAR-10 batches only need numpy's array reconstruction, so :func:`safe_load` admits exactly those globals and raises
 :class:`~qrobust_keras.data.errors.UnsafePickleError` - before anything is called - for every other one.
 
-Example:
+Example (an in-memory pickle shaped like a CIFAR-10 batch; ``safe_load(open(path, "rb"))`` reads a file):
 
+>>> import io, os, pickle
+>>> import numpy as np
 >>> from qrobust_keras.data.safe_pickle import safe_load
->>> with open("cifar-10-batches-py/test_batch", "rb") as f:
-...     batch = safe_load(f)          # {'batch_label': ..., 'labels': [...], 'data': uint8 array (n, 3072)}
+>>> blob = pickle.dumps({"labels": [3, 8], "data": np.zeros((2, 3072), np.uint8)}, protocol=2)
+>>> batch = safe_load(io.BytesIO(blob))
+>>> batch["labels"], batch["data"].shape, batch["data"].dtype.name
+([3, 8], (2, 3072), 'uint8')
+>>> safe_load(io.BytesIO(pickle.dumps(os.system)))               # a pickle that would call os.system
+Traceback (most recent call last):
+...
+qrobust_keras.data.errors.UnsafePickleError: refusing to load global ...system: ...
 """
 
 from __future__ import annotations

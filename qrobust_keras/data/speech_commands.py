@@ -12,12 +12,17 @@ Every clip is read strictly (truncated files and other sample rates are errors u
 padded/trimmed to 1 s at 16 kHz. ``speaker_disjoint_split`` splits clips so that no speaker is in two parts, either
 with the dataset's own hash rule (``which_set``) or with a seeded shuffle of speakers.
 
-Example:
+Example (the project's shared folder, ``../shared/data`` beside a checkout, holds part of the test set):
 
 >>> from qrobust_keras.data import load_speech_commands
->>> x, y = load_speech_commands("shared/data/speech_commands/test_set_v0.02", split="test")  # (2936, 49, 10, 1)
->>> x_tr, y_tr = load_speech_commands("shared/data/speech_commands", split="train", speaker_split=(0.1, 0.3))
->>> x_te, y_te = load_speech_commands("shared/data/speech_commands", split="test", speaker_split=(0.1, 0.3))
+>>> x, y = load_speech_commands("~/data/speech_commands_v0.02", split="train")  # doctest: +SKIP
+>>> x, y = load_speech_commands("../shared/data/speech_commands/test_set_v0.02", split="test")
+>>> x.shape                                                          # MFCC features
+(2936, 49, 10, 1)
+>>> x_tr, y_tr = load_speech_commands("../shared/data/speech_commands", split="train", speaker_split=(0.1, 0.3))
+>>> x_te, y_te = load_speech_commands("../shared/data/speech_commands", split="test", speaker_split=(0.1, 0.3))
+>>> len(x_tr), len(x_te)                                             # no speaker in both
+(2097, 661)
 """
 
 from __future__ import annotations

@@ -6,8 +6,20 @@ where 10 stands for the digit 0. They are read with ``scipy.io.loadmat`` and ret
 Example:
 
 >>> from qrobust_keras.data import load_svhn
->>> x_test, y_test = load_svhn("~/data/svhn", split="test")        # (26032, 32, 32, 3) uint8, int64 in 0..9
->>> (x_train, y_train), (x_test, y_test) = load_svhn("~/data/svhn")
+>>> x_test, y_test = load_svhn("~/data/svhn", split="test")        # doctest: +SKIP
+>>> (x_train, y_train), (x_test, y_test) = load_svhn("~/data/svhn")  # doctest: +SKIP
+
+The format in miniature, a two-image ``test_32x32.mat`` written with scipy:
+
+>>> import os, tempfile
+>>> import numpy as np, scipy.io
+>>> tmp = tempfile.TemporaryDirectory()
+>>> scipy.io.savemat(os.path.join(tmp.name, "test_32x32.mat"),
+...                  {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[10], [3]], np.uint8)})
+>>> x_test, y_test = load_svhn(tmp.name, split="test")
+>>> x_test.shape, y_test                                           # NHWC uint8, label 10 is the digit 0
+((2, 32, 32, 3), array([0, 3]))
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations

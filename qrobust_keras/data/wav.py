@@ -4,11 +4,29 @@ Only the standard library and numpy are used: the RIFF chunks are walked by hand
 chunk shorter than its header says) is an error, not a silently shorter clip, and unknown chunks (``LIST``, ``cue``)
 are skipped.
 
-Example:
+Example (writes half a second of a 16-bit tone to a temporary folder first):
 
+>>> import os, tempfile, wave
+>>> import numpy as np
 >>> from qrobust_keras.data.wav import read_wav, fit_length
->>> x, rate = read_wav("yes/022cd682_nohash_0.wav")          # float32 in [-1, 1), 16000
->>> x = fit_length(x, 16000)                                  # pad with zeros / trim to exactly 1 s
+>>> tmp = tempfile.TemporaryDirectory()
+>>> path = os.path.join(tmp.name, "tone.wav")
+>>> with wave.open(path, "wb") as f:
+...     f.setnchannels(1)
+...     f.setsampwidth(2)
+...     f.setframerate(16000)
+...     f.writeframes((8000 * np.sin(np.arange(8000) * 2 * np.pi * 440 / 16000)).astype("<i2").tobytes())
+>>> x, rate = read_wav(path)                                  # e.g. read_wav("yes/022cd682_nohash_0.wav")
+>>> x.dtype.name, x.shape, rate                               # float32 in [-1, 1)
+('float32', (8000,), 16000)
+>>> fit_length(x, 16000).shape                                # pad with zeros / trim to exactly 1 s
+(16000,)
+>>> os.truncate(path, 1000)                                   # cut the file short...
+>>> read_wav(path)                                            # ...an error, not a shorter clip
+Traceback (most recent call last):
+...
+qrobust_keras.data.errors.WavFormatError: '...tone.wav' is truncated: its data chunk declares 16000 bytes ...
+>>> tmp.cleanup()
 """
 
 from __future__ import annotations
