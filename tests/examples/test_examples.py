@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import runpy
@@ -74,6 +75,28 @@ def test_train_kws_robust_quick(shared_data, tmp_path, capsys):
     worsts = _pct(r"worst ([\d.]+)%", sweep)
     assert len(worsts) == 3 and all(w <= clean for w in worsts)  # MFCC eps 0.1 and 1, waveform eps 0.005
     assert worsts[1] <= worsts[0] + 100 / 24  # a larger budget does not leave more clips correct (24 clips)
+
+
+def test_train_kws_robust_int4_at_starts_from_the_reference_weights(shared_data, tmp_path, capsys, monkeypatch):
+    """int4_at starts from the official DS-CNN weights (here found through QROBUST_MLCOMMONS_DIR)."""
+    models = shared_data / "models" / "mlcommons"
+    monkeypatch.setenv("QROBUST_MLCOMMONS_DIR", str(models))
+    code, out, _ = run_example("train_kws_robust.py", ["--data-dir", shared_data / "speech_commands", "--quick",
+                                                       "--recipe", "int4_at", "--at-eps", "0.25", "--out",
+                                                       tmp_path / "run", "--eps-mfcc", "0.1"], capsys)
+    assert code == 0
+    config = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert config["recipe"]["at_eps"] == 0.25 and config["recipe"]["policy"]["kernel"] == "int4"
+    assert config["init_weights"] == {"path": f"mlcommons:{os.path.abspath(models)}", "layers": 19}
+    # one epoch (3 steps) from random weights stays near chance (1/12) on the 276 validation clips; started from
+    # the reference it keeps most of the reference's accuracy
+    from qrobust_keras.recipes import read_history
+
+    assert read_history(str(tmp_path / "run" / "history.csv"))[0]["val_accuracy"] > 0.5
+    assert re.search(r"int4_at: clean [\d.]+%", out)
+    code, _, err = run_example("train_kws_robust.py", ["--data-dir", shared_data / "speech_commands", "--at-eps", "0.5"],
+                               capsys)
+    assert code == 2 and "--at-eps applies to the adversarial-training recipes" in err
 
 
 def test_attack_tflite_model_quick(shared_data, tmp_path, capsys):
