@@ -86,7 +86,8 @@ RECIPE_NOTES = {
         "units), crafted against the training-mode network (at_craft_mode='training': batch statistics, moving "
         "statistics frozen during the attack). Why int4 and not stochastic ternary: under the same adversarial "
         "training from the same weights, stochastic-ternary kernels kept 18 points less at 2/255 (PGD through a "
-        "sampled network crafts weaker training examples); under JR the two kernels were equal. Why no JR: JR "
+        "sampled network crafts weaker training examples: deterministic ternary kernels kept the robustness, "
+        "within 3 points of int4, but lost 7 clean points); under JR the kernels were equal. Why no JR: JR "
         "moved along a worse clean/robust trade-off in every measured setting. 4/255 is the budget that gave the "
         "best 2/255 robustness above 70% clean; 8/255 targets need a larger budget or stq_jr_at."),
 }
