@@ -32,6 +32,7 @@ def test_int4_at_is_adversarial_training_of_int4_kernels_from_the_official_weigh
     recipe = get_recipe("int4_at", dataset="cifar10")
     assert (recipe.init_weights, recipe.jr_weight, recipe.at_craft_mode, recipe.learning_rate) == \
         ("mlcommons", 0.0, "training", 5e-4)
+    assert (recipe.epochs, recipe.bn_recalibration) == (20, 0)  # deterministic kernels: no re-estimation
     model, callbacks = build_recipe(recipe)
     assert model.count_params() == 78666
     assert [type(c).__name__ for c in callbacks] == ["LearningRateScheduler", "AdversarialTraining"]
