@@ -104,6 +104,18 @@ def check_attack_arguments(eps, steps, step_size, clip_min, clip_max, seed, craf
     return int(steps), float(step_size)
 
 
+def attack_key(seed: int | None, salt: int):
+    """The stateless base key of an in-training attack: ``[seed, salt]`` (seed drawn from numpy when None)."""
+    seed = seed if seed is not None else int(np.random.randint(0, 2**31 - 1))
+    return tf.constant([seed, salt], tf.int64)
+
+
+def step_key(key, step, replica_id):
+    """``key`` folded with the optimizer step and the replica id: fresh, reproducible randomness per step."""
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
+
+
 @contextlib.contextmanager
 def batchnorm_statistics_frozen(model: keras.Model) -> Iterator[None]:
     """Within the block, training-mode calls of ``model`` normalize by batch statistics but leave every BatchNorm
@@ -220,8 +232,7 @@ class AdversarialTraining(TrainStepHook):
 
     def on_train_begin(self, logs=None):
         self._logits = logits_model(self.model)
-        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
-        self._key = tf.constant([seed, 0x0AD7], tf.int64)
+        self._key = attack_key(self.seed, 0x0AD7)
         super().on_train_begin(logs)
 
     def transform_batch(self, x, y, sample_weight):
@@ -237,8 +248,7 @@ class AdversarialTraining(TrainStepHook):
         model = self.model
         replica_ctx = tf.distribute.get_replica_context()
         replica_id = replica_ctx.replica_id_in_sync_group if replica_ctx is not None else 0
-        key = tf.random.experimental.stateless_fold_in(self._key, tf.cast(model.optimizer.iterations, tf.int64))
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
+        key = step_key(self._key, model.optimizer.iterations, replica_id)
         batch = tf.shape(x)[0]
         k = tf.cast(tf.round(self.ratio * tf.cast(batch, tf.float32)), tf.int32)
         training = self.craft_mode == "training"

@@ -4,7 +4,7 @@ Adversarial training (:class:`~qrobust_keras.training.AdversarialTraining`) fits
 examples. TRADES keeps the ordinary loss on the clean batch and adds a term that asks the prediction not to move
 within the eps-ball:
 
-    L = CE(f(x), y) + beta * mean_i KL( p(x_i) || p(x'_i) ),    x'_i = argmax_{|x' - x_i|_inf <= eps} KL(p(x_i) || p(x'))
+    L = CE(f(x), y) + beta * mean_i KL( p(x_i) || p(x'_i) ),  x'_i = argmax_{|x' - x_i|_inf <= eps} KL(p(x_i) || p(x'))
 
 where p is the softmax of the logits and x' is found by PGD on the KL divergence from a start of x plus Gaussian
 noise of standard deviation 0.001 (the reference implementation's). ``beta`` sets the clean/robust trade-off: the
@@ -30,12 +30,10 @@ from __future__ import annotations
 import contextlib
 import numbers
 
-import numpy as np
-
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import logits_model
-from qrobust_keras.training.adversarial import batchnorm_statistics_frozen, check_attack_arguments, \
-    signed_gradient_ascent
+from qrobust_keras.training.adversarial import attack_key, batchnorm_statistics_frozen, check_attack_arguments, \
+    signed_gradient_ascent, step_key
 from qrobust_keras.training.step import StepContext, TrainStepHook
 
 __all__ = ["TRADES", "kl_divergence_from_logits"]
@@ -106,8 +104,7 @@ class TRADES(TrainStepHook):
 
     def on_train_begin(self, logs=None):
         self._logits = logits_model(self.model)
-        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
-        self._key = tf.constant([seed, 0x78AD], tf.int64)
+        self._key = attack_key(self.seed, 0x78AD)
         self._kl = keras.metrics.Mean(name="trades_kl")
         super().on_train_begin(logs)
 
@@ -136,8 +133,7 @@ class TRADES(TrainStepHook):
         if isinstance(x, (list, tuple, dict)) or not x.dtype.is_floating:
             raise TypeError(f"TRADES needs a single float input tensor (images or features); got {type(x).__name__} "
                             f"{getattr(x, 'dtype', '')}")
-        key = tf.random.experimental.stateless_fold_in(self._key, tf.cast(ctx.step, tf.int64))
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(ctx.replica_id, tf.int64))
+        key = step_key(self._key, ctx.step, ctx.replica_id)
         with ctx.outer_tape.stop_recording():
             x_adv = self.craft(x, key)
         kl = tf.reduce_mean(kl_divergence_from_logits(ctx.features["logits"], self._logits(x_adv, training=True)))
