@@ -19,7 +19,6 @@ error is 5.8/255, close to the attack budgets).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 import numpy as np
@@ -58,11 +57,9 @@ def main(argv=None) -> int:
     # 2. the recipe: policy (stochastic-ternary kernels, int4 activations), per-layer JR, schedule
     recipe = get_recipe(args.recipe, dataset="cifar10", epochs=epochs)
     print(f"recipe {recipe.name}: {recipe.notes[:160]}...")
-    init_weights = args.init_weights   # None: the recipe's own start
-    if str(init_weights).lower() == "none":
-        recipe, init_weights = dataclasses.replace(recipe, init_weights=None), None
+    # init_weights None: the recipe's own start; "none": random weights
     model = fit_recipe(recipe, (x_train, y_train), (x_test[:1000], y_test[:1000]), args.out, verbose=2,
-                       init_weights=init_weights)
+                       init_weights=args.init_weights)
 
     # 3. attacks on the test images (white-box PGD on the logits, black-box Square)
     x = x_test[:n_eval].astype(np.float32) / 255.0

@@ -202,12 +202,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy)
-    init_weights = args.init_weights
-    if init_weights is not None and init_weights.lower() == "none":
-        init_weights = None
-        if recipe.init_weights is not None:
-            recipe = dataclasses.replace(recipe, init_weights=None,
-                                         notes=recipe.notes + " Trained from random weights (--init-weights none).")
     data = load_dataset(args.dataset, args.data_dir, source=args.source, n_train=args.train_samples,
                         n_test=args.val_samples, seed=args.seed, verbose=args.verbose)
     if args.verbose:
@@ -215,7 +209,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"training and {len(data.test[0])} validation samples, {recipe.epochs} epochs, batch "
               f"{recipe.batch_size}; run folder {args.out}")
     fit_recipe(recipe, data.train, data.test if len(data.test[0]) else None, args.out, verbose=args.verbose,
-               run_info=data.describe(), init_weights=init_weights)
+               run_info=data.describe(), init_weights=args.init_weights)
     if args.verbose:
         print(f"qrobust train: done; model {os.path.join(args.out, 'model.h5')}, history "
               f"{os.path.join(args.out, 'history.csv')}")

@@ -627,8 +627,8 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
             weights (:func:`~qrobust_keras.models.load_mlcommons` with ``fold_input_scale=True``; PATH defaults to
             ``QROBUST_MLCOMMONS_DIR``): quantization-aware training from a trained float model, the usual QAT
             workflow (Jacob et al. 2018, arXiv 1712.05877). A resumed run continues from its backup instead.
-            Default: the recipe's own ``init_weights`` (``"int4_at"``: ``"mlcommons"``); train from random weights
-            with ``dataclasses.replace(recipe, init_weights=None)``.
+            Default: the recipe's own ``init_weights`` (``"int4_at"``: ``"mlcommons"``); ``"none"`` trains from
+            random weights (the run records the recipe with ``init_weights=None``).
 
     Returns:
         The trained model (also saved as ``out/model.h5``).
@@ -637,6 +637,11 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     import os
     import time
 
+    if isinstance(init_weights, str) and init_weights.lower() == "none":
+        init_weights = None
+        if recipe.init_weights is not None:
+            recipe = dataclasses.replace(recipe, init_weights=None,
+                                         notes=recipe.notes + " Trained from random weights (init_weights='none').")
     os.makedirs(out, exist_ok=True)
     final = os.path.join(out, FINAL_MODEL)
     x, y = train
@@ -676,7 +681,7 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
                 raise
             raise type(exc)(f"recipe {recipe.name!r} starts from init_weights={init_weights!r}, which failed: {exc}. "
                             "Pass init_weights='mlcommons:DIR' (qrobust train --init-weights mlcommons:DIR), set "
-                            "QROBUST_MLCOMMONS_DIR, or use init_weights=None (--init-weights none) to train from "
+                            "QROBUST_MLCOMMONS_DIR, or use init_weights='none' (--init-weights none) to train from "
                             "random weights") from exc
         copied = copy_weights_by_name(source, model)
         config["init_weights"] = {"path": described, "layers": len(copied)}

@@ -318,14 +318,15 @@ def test_the_recipes_own_init_weights_start_training_and_a_missing_source_says_w
     monkeypatch.delenv("QROBUST_MLCOMMONS_DIR", raising=False)
     int4_at = get_recipe("int4_at", epochs=1, batch_size=16)
     with pytest.raises(ValueError, match="recipe 'int4_at' starts from init_weights='mlcommons'.*"
-                                         "QROBUST_MLCOMMONS_DIR.*init_weights=None"):
+                                         "QROBUST_MLCOMMONS_DIR.*init_weights='none'"):
         fit_recipe(int4_at, (x, y), None, str(tmp_path / "run2"), verbose=0)
     assert not (tmp_path / "run2" / "run_config.json").exists()
     seen = _Seen()
-    fit_recipe(dataclasses.replace(int4_at, init_weights=None, bn_recalibration=0), (x, y), None,
-               str(tmp_path / "run3"), extra_callbacks=[seen], verbose=0)
-    assert seen.epochs == [0] and "init_weights" not in json.loads((tmp_path / "run3" / "run_config.json")
-                                                                    .read_text())
+    fit_recipe(dataclasses.replace(int4_at, bn_recalibration=0), (x, y), None, str(tmp_path / "run3"),
+               extra_callbacks=[seen], verbose=0, init_weights="none")
+    config = json.loads((tmp_path / "run3" / "run_config.json").read_text())
+    assert seen.epochs == [0] and "init_weights" not in config
+    assert config["recipe"]["init_weights"] is None and "random weights" in config["recipe"]["notes"]
 
 
 def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tmp_path, shared_data, monkeypatch):
