@@ -21,6 +21,8 @@ import os
 import sys
 from fractions import Fraction
 
+from qrobust_keras._files import atomic_write, new_figure, save_figure
+
 __all__ = ["main", "build_parser", "parse_eps", "parse_eps_list", "parse_policy", "load_dataset", "DataSpec"]
 
 WHITE_BOX = ("fgsm", "bim", "pgd", "pgd-cw", "mim", "apgd", "apgd-ce", "apgd-dlr", "cw_l2")
@@ -334,12 +336,8 @@ def evaluation_markdown(ev: dict, title: str) -> str:
 
 def plot_accuracy_vs_eps(evaluations: dict, path: str, title: str = "robust accuracy vs eps") -> str:
     """One line per model (worst case) and dashed lines per attack; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure((6, 4))
+    ax = fig.add_subplot(1, 1, 1)
     for label, ev in evaluations.items():
         xs = [0.0] + [e * 255 for e in ev["eps"]]
         line, = ax.plot(xs, [100 * ev["clean"]] + [100 * ev["worst"][eps_label(e)] for e in ev["eps"]], "o-",
@@ -354,17 +352,11 @@ def plot_accuracy_vs_eps(evaluations: dict, path: str, title: str = "robust accu
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _write_json(path: str, obj) -> None:
-    from qrobust_keras.recipes import _atomic_text
-
-    _atomic_text(path, json.dumps(obj, indent=2))
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -390,9 +382,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     name = os.path.splitext(os.path.basename(os.path.normpath(args.model)))[0]
     _write_json(os.path.join(args.out, "evaluation.json"), ev)
     md = evaluation_markdown(ev, f"{name} on {args.dataset}")
-    from qrobust_keras.recipes import _atomic_text
-
-    _atomic_text(os.path.join(args.out, "evaluation.md"), md)
+    atomic_write(os.path.join(args.out, "evaluation.md"), md)
     plot_accuracy_vs_eps({name: ev}, os.path.join(args.out, "accuracy_vs_eps.png"))
     print(md)
     print(f"qrobust {args.command}: report in {os.path.abspath(args.out)}")
@@ -456,13 +446,9 @@ def _as_dict(obj):
 
 def plot_history(rows: list[dict], path: str) -> str:
     """Loss and accuracy curves (train and validation) of a history CSV, as PNG (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [r["epoch"] + 1 for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = new_figure((9, 3.5))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "o-"), ("val_", "s--")):
             vals = [r.get(prefix + key) for r in rows]
@@ -474,11 +460,7 @@ def plot_history(rows: list[dict], path: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_run_report(run_dir: str, out: str | None = None) -> str:
@@ -493,7 +475,7 @@ def write_run_report(run_dir: str, out: str | None = None) -> str:
     """
     import glob
 
-    from qrobust_keras.recipes import HISTORY_CSV, RUN_CONFIG, _atomic_text, read_history
+    from qrobust_keras.recipes import HISTORY_CSV, RUN_CONFIG, read_history
 
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"RUN_DIR={run_dir!r} is not a folder; pass the --out folder of `qrobust train`")
@@ -545,7 +527,7 @@ def write_run_report(run_dir: str, out: str | None = None) -> str:
     if loaded:
         png = plot_accuracy_vs_eps(loaded, os.path.join(os.path.dirname(out) or ".", "accuracy_vs_eps.png"))
         lines += [f"![accuracy vs eps]({os.path.relpath(png, os.path.dirname(out) or '.')})", ""]
-    _atomic_text(out, "\n".join(lines) + "\n")
+    atomic_write(out, "\n".join(lines) + "\n")
     return out
 
 

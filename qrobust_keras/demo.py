@@ -118,8 +118,9 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
         config: explicit sizes (overrides ``quick``).
     """
     from qrobust_keras import export as qexport
+    from qrobust_keras._files import atomic_write
     from qrobust_keras.cli import eps_label, plot_accuracy_vs_eps, run_attacks
-    from qrobust_keras.recipes import _atomic_text, fit_recipe, get_recipe
+    from qrobust_keras.recipes import fit_recipe, get_recipe
 
     cfg = config or (DemoConfig.quick() if quick else DemoConfig())
     t0 = time.time()
@@ -183,10 +184,10 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
     png = plot_accuracy_vs_eps(evaluations, os.path.join(out, "accuracy_vs_eps.png"),
                                title=f"worst-case accuracy vs eps{' (SYNTHETIC data)' if synthetic else ''}")
     results["total_seconds"] = round(time.time() - t0, 1)
-    _atomic_text(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str))
+    atomic_write(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str))
     md = _markdown(results, os.path.basename(png), os.path.basename(tfl_path))
     report = os.path.join(out, "report.md")
-    _atomic_text(report, md)
+    atomic_write(report, md)
     if verbose:
         print(md)
     print(f"qrobust demo: report written to {os.path.abspath(report)}{tag}")

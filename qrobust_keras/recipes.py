@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qrobust_keras._files import atomic_save, atomic_write
 from qrobust_keras._keras import keras
 from qrobust_keras.models.io import copy_weights_by_name
 from qrobust_keras.quantization import QuantPolicy
@@ -464,37 +465,9 @@ LAST_MODEL = "last.h5"
 BACKUP_DIR = "backup"
 
 
-def _atomic_text(path: str, text: str) -> None:
-    import os
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_model_atomic(model: keras.Model, path: str) -> None:
     """Save ``model`` as .h5 through a temporary file and ``os.replace``, so a kill never leaves a broken file."""
-    import os
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".h5")
-    os.close(fd)
-    try:
-        model.save(tmp, include_optimizer=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(path, lambda tmp: model.save(tmp, include_optimizer=False))
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -539,7 +512,7 @@ class HistoryCSV(keras.callbacks.Callback):
         writer.writeheader()
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in keys})
-        _atomic_text(self.path, buf.getvalue())
+        atomic_write(self.path, buf.getvalue())
 
 
 class SaveLast(keras.callbacks.Callback):
@@ -686,7 +659,7 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
                             "random weights") from exc
         copied = copy_weights_by_name(source, model)
         config["init_weights"] = {"path": described, "layers": len(copied)}
-    _atomic_text(config_path, json.dumps(config, indent=2))
+    atomic_write(config_path, json.dumps(config, indent=2))
     callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)), *callbacks,
                  HistoryCSV(os.path.join(out, HISTORY_CSV)), SaveLast(os.path.join(out, LAST_MODEL)),
                  *(extra_callbacks or [])]
@@ -706,5 +679,5 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     save_model_atomic(model, final)
     config.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   seconds_last_session=round(time.time() - start, 1))
-    _atomic_text(config_path, json.dumps(config, indent=2))
+    atomic_write(config_path, json.dumps(config, indent=2))
     return model

@@ -18,10 +18,11 @@ import importlib
 import json
 import math
 import os
-import tempfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from qrobust_keras._files import atomic_write
 
 # name -> (module, function). Imported at call time: evaluation sits beside attacks, and a missing optional attack
 # must not break importing the diagnostics.
@@ -165,23 +166,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(float(obj)) else None
     return obj
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def dump_json(obj: Any, path: str | os.PathLike | None = None) -> str:

@@ -17,23 +17,9 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
-
-def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from qrobust_keras._files import atomic_write, new_figure, save_figure
 
 
 def format_eps(eps: float, norm: str = "inf") -> str:
@@ -166,7 +152,7 @@ class RobustnessReport:
     def to_json(self, path: str | os.PathLike) -> None:
         """Write the report as JSON, atomically (temporary file + ``os.replace``)."""
         data = json.dumps(self.to_dict(), indent=1, allow_nan=False).encode("utf-8")
-        _atomic_write_bytes(path, data)
+        atomic_write(path, data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RobustnessReport":
@@ -187,11 +173,7 @@ class RobustnessReport:
 
         Uses matplotlib's Agg canvas directly (no global backend switch); written atomically.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6, 4), dpi=120)
-        FigureCanvasAgg(fig)
+        fig = new_figure((6, 4), dpi=120)
         ax = fig.add_subplot(1, 1, 1)
         xs = [e * 255 if self.norm == "inf" else e for e in self.eps]
         for name in self.attacks:
@@ -206,8 +188,4 @@ class RobustnessReport:
         ax.set_title(title or f"{self.model}: accuracy under attack ({'L-inf' if self.norm == 'inf' else 'L2'})")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        _atomic_write_bytes(path, buf.getvalue())
+        save_figure(fig, path)

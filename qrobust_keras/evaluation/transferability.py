@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from qrobust_keras._files import new_figure, save_figure
 from qrobust_keras.evaluation._diagnostics_common import (
-    atomic_write,
     check_input_shape,
     check_inputs,
     check_int,
@@ -97,14 +97,8 @@ class TransferabilityMatrix:
 
     def heatmap(self, path: str | os.PathLike, title: str | None = None, dpi: int = 120) -> str:
         """Save the matrix as a PNG heatmap (matplotlib, Agg canvas, atomic write); returns the path."""
-        import io
-
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
         k = len(self.names)
-        fig = Figure(figsize=(1.2 + 0.9 * k, 1.0 + 0.8 * k))
-        FigureCanvasAgg(fig)
+        fig = new_figure((1.2 + 0.9 * k, 1.0 + 0.8 * k))
         ax = fig.add_subplot(1, 1, 1)
         data = np.ma.masked_invalid(self.success)
         im = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis")
@@ -120,9 +114,7 @@ class TransferabilityMatrix:
         fig.colorbar(im, ax=ax, label="attack success")
         ax.set_title(title or f"{self.attack} transfer, eps={self.eps:.3g}")
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        return atomic_write(path, buf.getvalue())
+        return save_figure(fig, path, dpi=dpi)
 
 
 def transferability(

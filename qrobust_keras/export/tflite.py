@@ -23,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from qrobust_keras._files import atomic_write
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.export import flatbuffer
 from qrobust_keras.export.calibrate import calibrate_add_inputs, calibrate_logit_range
@@ -117,24 +117,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False. FileNotFoundError: the folder does not exist.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"path={path!r}: folder {folder!r} does not exist")
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"path={path!r} exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, data, overwrite=overwrite, make_dirs=False)
 
 
 def _check_data(x: Any, model: keras.Model, argument: str) -> np.ndarray:

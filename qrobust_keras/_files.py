@@ -1,0 +1,88 @@
+"""Atomic file writes: the one way qrobust-keras writes a file.
+
+Every file goes through a temporary file in the destination folder and ``os.replace``, which is atomic on POSIX and
+Windows when both names are on one file system. A run killed part way leaves the old file or the new one, never half
+of one, and a failed write removes its temporary file.
+
+Example:
+
+>>> import os, tempfile
+>>> from qrobust_keras._files import atomic_write
+>>> path = os.path.join(tempfile.mkdtemp(), "sub", "note.txt")
+>>> atomic_write(path, "hello") == path, open(path).read()
+(True, 'hello')
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from typing import Any, Callable
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, overwrite: bool = True, make_dirs: bool = True) -> str:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically; returns the path as a string.
+
+    Args:
+        path: destination file.
+        data: the whole content.
+        overwrite: replace an existing file; when False an existing ``path`` raises FileExistsError.
+        make_dirs: create missing parent folders; when False a missing folder raises FileNotFoundError.
+
+    Raises:
+        FileExistsError, FileNotFoundError: as above, before anything is written.
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return atomic_save(path, lambda tmp: _write_bytes(tmp, payload), overwrite=overwrite, make_dirs=make_dirs)
+
+
+def atomic_save(path: str | os.PathLike, save: Callable[[str], Any], overwrite: bool = True,
+                make_dirs: bool = True) -> str:
+    """Call ``save(tmp)`` to write a temporary file beside ``path``, then move it onto ``path``.
+
+    For writers that take a file name (``model.save``); the temporary name keeps ``path``'s suffix, so writers that
+    pick a format from the suffix (``.h5``) choose the right one. Arguments and errors as in :func:`atomic_write`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        if not make_dirs:
+            raise FileNotFoundError(f"path={path!r}: folder {folder!r} does not exist")
+        os.makedirs(folder, exist_ok=True)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"path={path!r} exists; pass overwrite=True to replace it")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def new_figure(figsize: tuple[float, float], **kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` on an Agg canvas: no pyplot, no global backend switch, nothing left open."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int | None = None) -> str:
+    """Render a matplotlib figure to PNG (at ``dpi``, default the figure's) and write it atomically to ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return atomic_write(path, buf.getvalue())
+
+
+def _write_bytes(path: str, payload: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
