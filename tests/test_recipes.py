@@ -37,7 +37,7 @@ def test_int4_at_is_adversarial_training_of_int4_kernels_from_the_official_weigh
     assert model.count_params() == 78666
     assert [type(c).__name__ for c in callbacks] == ["LearningRateScheduler", "AdversarialTraining"]
     at = callbacks[-1]
-    assert (at.eps, at.steps, at.ratio, at.craft_mode) == (pytest.approx(3 / 255), 3, 0.5, "training")
+    assert (at.eps, at.steps, at.ratio, at.craft_mode) == (pytest.approx(2 / 255), 3, 0.5, "training")
     kernel = model.get_layer("stack2_conv_a").kernel_quantizer_internal
     assert (type(kernel).__name__, kernel.bits) == ("quantized_bits", 4)
     assert model.get_layer("conv_1").kernel_quantizer_internal.bits == 8
@@ -50,7 +50,7 @@ def test_int4_at_is_adversarial_training_of_int4_kernels_from_the_official_weigh
     _, trades_callbacks = build_recipe(get_recipe("int4_at", at_method="trades", trades_beta=2.0))
     trades = trades_callbacks[-1]
     assert type(trades).__name__ == "TRADES"
-    assert (trades.eps, trades.beta, trades.steps, trades.craft_mode) == (pytest.approx(3 / 255), 2.0, 3, "training")
+    assert (trades.eps, trades.beta, trades.steps, trades.craft_mode) == (pytest.approx(2 / 255), 2.0, 3, "training")
     with pytest.raises(ValueError, match="at_method must be 'pgd' or 'trades'; got at_method='mart'"):
         get_recipe("int4_at", at_method="mart")
     with pytest.raises(ValueError, match="trades_beta must be a finite number > 0; got trades_beta=-1"):
