@@ -89,14 +89,15 @@ RECIPE_NOTES = {
         "training from the same weights, stochastic-ternary kernels kept 18 points less at 2/255 (PGD through a "
         "sampled network crafts weaker training examples: deterministic ternary kernels kept the robustness, "
         "within 3 points of int4, but lost 7 clean points); under JR the kernels were equal. Why no JR: JR "
-        "moved along a worse clean/robust trade-off in every measured setting. Images (worst case over five attacks on the 1,017 "
-        "exact CIFAR-10 test images): 48 epochs at 2/255 gave 80.6% clean and 48.8% at 2/255 (2.5% at 8/255); "
-        "48 epochs at 3/255 gave 78.7% / 53.0% (5.6%); 20 epochs at 4/255 76.9% / 50.0% (7.1%); 8 epochs at "
-        "4/255 73.1% / 43.3%. 2/255 is the budget that keeps 80% clean with the 45% target at 2/255 met; 8/255 "
-        "needs a larger budget or stq_jr_at, at the cost of clean accuracy. No BatchNorm re-estimation: with deterministic "
-        "kernels there is no sampled/deterministic gap to close, and the moving statistics average the mixed "
-        "clean/adversarial batches the network trained on; re-estimating them on clean images cost 1.3 clean "
-        "and 4-5 worst-case points at 1-4/255 (20-epoch ResNet-8) and 1.4 validation points on DS-CNN."),
+        "moved along a worse clean/robust trade-off in every measured setting. Images (worst case over five "
+        "attacks on the 1,017 exact CIFAR-10 test images): 48 epochs at 2/255 gave 80.6% clean and 48.8% at "
+        "2/255 (2.5% at 8/255); 48 epochs at 3/255 gave 78.7% / 53.0% (5.6%); 20 epochs at 4/255 76.9% / 50.0% "
+        "(7.1%); 8 epochs at 4/255 73.1% / 43.3%. 2/255 is the budget that keeps 80% clean with the 45% target "
+        "at 2/255 met; 8/255 needs a larger budget or stq_jr_at, at the cost of clean accuracy. No BatchNorm "
+        "re-estimation: with deterministic kernels there is no sampled/deterministic gap to close, and the "
+        "moving statistics average the mixed clean/adversarial batches the network trained on; re-estimating "
+        "them on clean images cost 1.3 clean and 4-5 worst-case points at 1-4/255 (20-epoch ResNet-8) and 1.4 "
+        "validation points on DS-CNN."),
 }
 
 
