@@ -1,4 +1,4 @@
-"""Atomic file writes: the one way qrobust-keras writes a file.
+"""Atomic file writes: how the library's own code writes every file (Keras writes its checkpoints itself).
 
 Every file goes through a temporary file in the destination folder and ``os.replace``, which is atomic on POSIX and
 Windows when both names are on one file system. A run killed part way leaves the old file or the new one, never half

@@ -80,7 +80,7 @@ RECIPE_NOTES = {
         "8/255 both benefit; the clean half keeps clean accuracy up). For DS-CNN the budget is in MFCC units "
         "(eps = 1.0, clip to the training feature range). Costs about (steps + 1) x the stq_jr step."),
     "int4_at": (
-        "Adversarial training without JR, measured on CIFAR-10 (docs/reproduction.md, sessions 6-8): int4 kernels "
+        "Adversarial training without JR, measured on CIFAR-10 (docs/reproduction.md, sessions 6-9): int4 kernels "
         "and int4 quantized ReLUs (conv_1, the classifier and DS-CNN's depthwise kernels int8, as in stq_jr), "
         "started from the official MLCommons float weights (init_weights='mlcommons'; SVHN has none and starts from "
         "scratch), Adam lr 5e-4 with cosine decay, PGD-3 on half of every batch at eps 2/255 (DS-CNN: 0.5 MFCC "
