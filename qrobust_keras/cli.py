@@ -203,7 +203,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qrobust_keras.recipes import fit_recipe, get_recipe
 
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
-                        batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy)
+                        batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy,
+                        filters=args.filters)
     data = load_dataset(args.dataset, args.data_dir, source=args.source, n_train=args.train_samples,
                         n_test=args.val_samples, seed=args.seed, verbose=args.verbose)
     if args.verbose:
@@ -582,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=int, default=None,
                    help="validate on a random subset of the test split of this size (0: no validation)")
     p.add_argument("--out", required=True, help="run folder (created; reuse it to resume)")
+    p.add_argument("--filters", type=int, default=None, metavar="F",
+                   help="network width: ResNet-8 stacks of F, 2F, 4F filters, DS-CNN channels (default: the MLCommons "
+                        "model's 16 / 64, the only width the official weights fit; wider needs --init-weights none)")
     p.add_argument("--policy", type=_usage_checked(parse_policy), default=None,
                    help="layer bit-widths instead of the recipe's: a spec name (float, int8, int4, int2, ternary, "
                         "stochastic_ternary, binary, stochastic_binary) or a JSON QuantPolicy, e.g. '{\"kernel\": "

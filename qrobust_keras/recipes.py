@@ -50,6 +50,7 @@ __all__ = ["Recipe", "RECIPES", "MODELS", "DATASETS", "RECIPE_NOTES", "get_recip
 
 RECIPES = ("mlcommons", "stq_jr", "stq_jr_at", "int4_at")
 MODELS = ("resnet8", "ds_cnn")
+_MLCOMMONS_WIDTH = {"resnet8": 16, "ds_cnn": 64}  # the `filters` of the published models
 DATASETS = {"cifar10": "resnet8", "svhn": "resnet8", "speech_commands": "ds_cnn"}
 LR_SCHEDULES = ("exponential", "cosine", "step", "constant")
 
@@ -122,6 +123,9 @@ class Recipe:
         epochs: training epochs of the full recipe.
         batch_size: samples per step.
         weight_decay: L2 factor on kernels (built into the model).
+        filters: network width, passed to the builder: ResNet-8's base filters ``f`` (stacks of ``f, 2f, 4f``;
+            :func:`~qrobust_keras.models.resnet8`) or DS-CNN's channels. None: the MLCommons model's width (16 and
+            64), the only one the official weights fit, so a wider recipe needs ``init_weights=None``.
         jr_weight: Jacobian-regularization lambda (0 disables JR); per-layer lambdas follow :func:`jr_layer_weights`.
         jr_layers: ``"output"`` (logits only) or ``"activations"`` (logits and every quantized/ReLU activation).
         jr_normalize: divide each hidden layer's lambda by its width relative to the logits
@@ -173,6 +177,7 @@ class Recipe:
     epochs: int = 60
     batch_size: int = 128
     weight_decay: float = 1e-4
+    filters: int | None = None
     jr_weight: float = 0.0
     jr_layers: str = "activations"
     jr_normalize: bool = True
@@ -217,6 +222,10 @@ class Recipe:
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{field} must be a finite number >= 0; got {field}={value!r}")
+        if self.filters is not None and (isinstance(self.filters, bool) or not isinstance(self.filters, int)
+                                         or self.filters < 1):
+            raise ValueError(f"filters must be None (the MLCommons width) or a positive integer; got "
+                             f"filters={self.filters!r}")
         if isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int) or \
                 self.bn_recalibration < 0:
             raise ValueError(f"bn_recalibration must be a non-negative integer (samples); got "
@@ -358,8 +367,10 @@ def build_model(recipe: Recipe) -> keras.Model:
 
     keras.utils.set_random_seed(recipe.seed)
     builder = resnet8 if recipe.model == "resnet8" else ds_cnn
+    width = {} if recipe.filters is None else {"filters": recipe.filters}
     model = builder(num_classes=recipe.num_classes, input_shape=tuple(recipe.input_shape),
-                    policy=recipe.quant_policy, weight_decay=recipe.weight_decay, name=f"{recipe.model}_{recipe.name}")
+                    policy=recipe.quant_policy, weight_decay=recipe.weight_decay, name=f"{recipe.model}_{recipe.name}",
+                    **width)
     if recipe.bn_momentum is not None:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -563,6 +574,9 @@ def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[ker
         from qrobust_keras.models import load_mlcommons
 
         path = init_weights.partition(":")[2] or None
+        if recipe.filters is not None and recipe.filters != _MLCOMMONS_WIDTH[recipe.model]:
+            raise ValueError(f"the official MLCommons weights fit filters={_MLCOMMONS_WIDTH[recipe.model]} only; "
+                             f"this recipe has filters={recipe.filters}")
         model = load_mlcommons(recipe.model, path, fold_input_scale=True)
         return model, "mlcommons:" + os.path.abspath(path or os.environ["QROBUST_MLCOMMONS_DIR"])
     from qrobust_keras.models import load_model

@@ -157,6 +157,9 @@ def test_bad_recipe_arguments_name_the_argument():
     with pytest.raises(ValueError, match="bn_recalibration must be a non-negative integer"):
         get_recipe("stq_jr", bn_recalibration=-1)
     assert get_recipe("stq_jr").bn_recalibration == 5000 and get_recipe("mlcommons").bn_recalibration == 0
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"filters must be None .* or a positive integer; got filters={bad!r}"):
+            get_recipe("int4_at", filters=bad)
 
 
 def test_recipe_round_trips_through_json():
@@ -327,6 +330,27 @@ def test_the_recipes_own_init_weights_start_training_and_a_missing_source_says_w
     config = json.loads((tmp_path / "run3" / "run_config.json").read_text())
     assert seen.epochs == [0] and "init_weights" not in config
     assert config["recipe"]["init_weights"] is None and "random weights" in config["recipe"]["notes"]
+
+
+def test_a_wider_recipe_trains_from_random_weights_and_refuses_the_official_ones(tmp_path, shared_data):
+    """``filters`` widens the recipe's model; the official weights fit only the published width, so a wider
+    int4_at says so before anything is written, and trains from random weights when asked."""
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=16)
+    recipe = get_recipe("int4_at", filters=8, epochs=1, batch_size=16)
+    assert build_model(recipe).get_layer("stack3_conv_b").kernel.shape[-1] == 32
+    assert build_model(get_recipe("int4_at", dataset="speech_commands", filters=32)).get_layer(
+        "block2_pw").kernel.shape[-1] == 32
+    mlcommons = f"mlcommons:{shared_data / 'models' / 'mlcommons'}"
+    with pytest.raises(ValueError, match="the official MLCommons weights fit filters=16 only; this recipe has "
+                                         "filters=8.*init_weights='none'"):
+        fit_recipe(dataclasses.replace(recipe, init_weights=mlcommons), (x, y), None, str(tmp_path / "run"),
+                   verbose=0)
+    assert not (tmp_path / "run" / "run_config.json").exists()
+    model = fit_recipe(recipe, (x, y), None, str(tmp_path / "run"), verbose=0, init_weights="none")
+    config = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert config["recipe"]["filters"] == 8 and "init_weights" not in config
+    assert model.get_layer("conv_1").kernel.shape[-1] == 8
 
 
 def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tmp_path, shared_data, monkeypatch):

@@ -30,7 +30,8 @@ DS_CNN_BLOCKS = 4
 
 
 def ds_cnn(num_classes: int = 12, input_shape: tuple = (49, 10, 1), policy: Any = "float",
-           weight_decay: float = 1e-4, dropout: tuple[float, float] = (0.2, 0.4), name: str = "ds_cnn") -> keras.Model:
+           weight_decay: float = 1e-4, dropout: tuple[float, float] = (0.2, 0.4), name: str = "ds_cnn",
+           filters: int = DS_CNN_FILTERS) -> keras.Model:
     """Build the MLCommons Tiny DS-CNN.
 
     Args:
@@ -40,17 +41,20 @@ def ds_cnn(num_classes: int = 12, input_shape: tuple = (49, 10, 1), policy: Any 
         weight_decay: L2 factor on convolution kernels (1e-4 in the reference).
         dropout: rates of the dropout after the first convolution and before pooling.
         name: model name.
+        filters: channels of the first convolution and of every pointwise convolution (64 in the reference, the
+            only width the official weights fit).
 
     Returns:
         A functional ``tf_keras`` model from MFCC features to softmax scores (pre-softmax layer ``logits``).
     """
     check_positive_int(num_classes, "num_classes")
+    check_positive_int(filters, "filters")
     input_shape = check_input_shape(input_shape)
     policy = QuantPolicy.from_any(policy)
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
 
     inputs = keras.Input(shape=input_shape, name="input")
-    x = qlayers.conv2d(DS_CNN_FILTERS, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg,
+    x = qlayers.conv2d(filters, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg,
                        name="conv_1", policy=policy)(inputs)
     x = qlayers.batch_norm(name="bn_1", policy=policy)(x)
     x = qlayers.activation(name="relu_1", policy=policy)(x)
@@ -60,7 +64,7 @@ def ds_cnn(num_classes: int = 12, input_shape: tuple = (49, 10, 1), policy: Any 
         x = qlayers.depthwise_conv2d((3, 3), padding="same", kernel_regularizer=reg, name=p + "dw", policy=policy)(x)
         x = qlayers.batch_norm(name=p + "dw_bn", policy=policy)(x)
         x = qlayers.activation(name=p + "dw_relu", policy=policy)(x)
-        x = qlayers.conv2d(DS_CNN_FILTERS, (1, 1), padding="same", kernel_regularizer=reg, name=p + "pw",
+        x = qlayers.conv2d(filters, (1, 1), padding="same", kernel_regularizer=reg, name=p + "pw",
                            policy=policy)(x)
         x = qlayers.batch_norm(name=p + "pw_bn", policy=policy)(x)
         x = qlayers.activation(name=p + "pw_relu", policy=policy)(x)

@@ -3,7 +3,10 @@
 Banbury et al., "MLPerf Tiny Benchmark" (NeurIPS 2021 datasets track, arXiv 2106.07597): a 3x3 conv of 16 filters,
 three residual stacks of 16, 32, 64 filters (stride 2 in the last two, with a 1x1 convolution on the shortcut),
 average pooling and a dense classifier; L2 1e-4, He-normal initialization; 78,666 parameters with 10 classes.
-The same layout serves SVHN (Ayaz et al. 2023, arXiv 2304.12829).
+The same layout serves SVHN (Ayaz et al. 2023, arXiv 2304.12829). ``filters`` widens it the way the MLCommons
+training script's ``num_filters`` does (stacks of f, 2f, 4f; the published weights are f = 16, the current script
+defaults to 26): more capacity for adversarial training (Madry et al. 2018, arXiv 1706.06083) at about (f / 16)**2
+times the parameters and MACs.
 
 Layer names (identical for the float and every quantized variant): ``conv_1, bn_1, relu_1``, then per stack ``s`` in
 1..3 ``stack{s}_conv_a, stack{s}_bn_a, stack{s}_relu_a, stack{s}_conv_b, stack{s}_bn_b[, stack{s}_shortcut],
@@ -17,23 +20,24 @@ Example:
 >>> model = qrk.models.resnet8(policy=qrk.quantization.QuantPolicy(kernel="stochastic_ternary", activation="int4"))
 >>> model.count_params(), model.get_layer("stack2_conv_a").__class__.__name__
 (78666, 'QConv2D')
+>>> qrk.models.resnet8(filters=26).count_params()
+205306
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from qrobust_keras._keras import keras
 from qrobust_keras.models._build import check_input_shape, check_overrides_matched, check_positive_int
 from qrobust_keras.quantization import QuantPolicy
 from qrobust_keras.quantization import layers as qlayers
 
-RESNET8_FILTERS = (16, 32, 64)
-
-
 def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any = "float",
             input_scale: float = 1.0, weight_decay: float = 1e-4, name: str = "resnet8",
-            quantize_add_inputs: bool = True) -> keras.Model:
+            quantize_add_inputs: bool = True, filters: int | tuple = 16) -> keras.Model:
     """Build the MLCommons Tiny ResNet-8.
 
     Args:
@@ -49,6 +53,10 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
         quantize_add_inputs: put each convolution branch that enters a residual add on the grid of the quantized
             ReLU after it (:func:`~qrobust_keras.quantization.layers.add_input`), so that the int8 file's ``ADD``
             computes exactly what the model computes. No effect where that activation is float, ternary or binary.
+        filters: width of the network: an int ``f`` gives ``conv_1`` and the three stacks ``f, 2f, 4f`` filters
+            (the ``num_filters`` of the MLCommons training script); a tuple of three ints sets the stacks one by
+            one (``conv_1`` gets the first). 16, the published model, is the only width the official weights
+            fit; the current upstream script defaults to 26. Parameters and MACs grow about as ``f**2``.
 
     Returns:
         A functional ``tf_keras`` model from images to softmax scores; the pre-softmax tensor is layer ``logits``.
@@ -57,6 +65,7 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
         ValueError: for a bad num_classes, input_shape, policy, or overrides that match no layer.
     """
     check_positive_int(num_classes, "num_classes")
+    stack_filters = resnet8_filters(filters)
     if not isinstance(quantize_add_inputs, bool):
         raise ValueError(f"quantize_add_inputs must be True or False; got {quantize_add_inputs!r}")
     input_shape = check_input_shape(input_shape)
@@ -68,11 +77,11 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
     x = inputs
     if input_scale != 1.0:
         x = keras.layers.Rescaling(float(input_scale), name="input_scale")(x)
-    x = qlayers.conv2d(RESNET8_FILTERS[0], 3, strides=1, name="conv_1", policy=policy, **conv_kwargs)(x)
+    x = qlayers.conv2d(stack_filters[0], 3, strides=1, name="conv_1", policy=policy, **conv_kwargs)(x)
     x = qlayers.batch_norm(name="bn_1", policy=policy)(x)
     x = qlayers.activation(name="relu_1", policy=policy)(x)
-    in_filters = RESNET8_FILTERS[0]
-    for stack, filters in enumerate(RESNET8_FILTERS, start=1):
+    in_filters = stack_filters[0]
+    for stack, filters in enumerate(stack_filters, start=1):
         strides = 1 if stack == 1 else 2
         p = f"stack{stack}_"
         y = qlayers.conv2d(filters, 3, strides=strides, name=p + "conv_a", policy=policy, **conv_kwargs)(x)
@@ -97,6 +106,22 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
     model = keras.Model(inputs, outputs, name=name)
     check_overrides_matched(policy, model)
     return model
+
+
+def resnet8_filters(filters: int | tuple = 16) -> tuple[int, int, int]:
+    """The filters of the three residual stacks for :func:`resnet8`'s ``filters`` argument: ``(f, 2f, 4f)`` for an
+    int ``f``, a tuple of three positive ints as it is.
+
+    Raises:
+        ValueError: anything else, naming the value.
+    """
+    if isinstance(filters, (int, np.integer)) and not isinstance(filters, bool) and filters >= 1:
+        return int(filters), 2 * int(filters), 4 * int(filters)
+    if isinstance(filters, (tuple, list)) and len(filters) == 3 and all(
+            isinstance(f, (int, np.integer)) and not isinstance(f, bool) and f >= 1 for f in filters):
+        return tuple(int(f) for f in filters)
+    raise ValueError(f"filters must be a positive integer f (stacks of f, 2f, 4f filters; 16 is the MLCommons "
+                     f"model) or three positive integers, one per stack; got filters={filters!r}")
 
 
 def _on_add_grid(tensor: Any, name: str, activation_name: str, policy: QuantPolicy) -> Any:

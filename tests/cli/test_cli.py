@@ -82,6 +82,21 @@ def test_train_passes_init_weights_to_fit_recipe(monkeypatch, tmp_path):
     assert seen[-1][1] == "mlcommons:/m"
 
 
+def test_train_filters_option_sets_the_width(monkeypatch, tmp_path, capsys):
+    from qrobust_keras import recipes
+
+    seen = []
+    tiny = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, int)
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: cli.DataSpec("cifar10", tiny, tiny, "tiny"))
+    monkeypatch.setattr(recipes, "fit_recipe", lambda recipe, *a, **k: seen.append(recipe))
+    out = ["--out", str(tmp_path / "run"), "--verbose", "0"]
+    assert main(["train", "--recipe", "int4_at", "--filters", "26", "--init-weights", "none", *out]) == 0
+    assert seen[-1].filters == 26 and recipes.build_model(seen[-1]).get_layer("stack3_conv_b").kernel.shape[-1] == 104
+    assert main(["train", *out]) == 0 and seen[-1].filters is None
+    assert main(["train", "--filters", "0", *out]) == 2
+    assert "filters must be None (the MLCommons width) or a positive integer; got filters=0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text, fragment", [("int5", "'int5' is not a quantizer spec"),
                                             ('{"kernel": int4}', "not valid JSON"),
                                             ('{"kernel": "int4", "bits": 3}', "unknown keys ['bits']"),

@@ -69,6 +69,39 @@ def test_resnet8_outputs_probabilities_and_has_logits_layer():
     assert np.allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), p, atol=1e-5)
 
 
+def _resnet8_params(c1, c2, c3, classes=10):
+    """Parameters of ResNet-8 with stacks of c1, c2, c3 filters, counted by hand: 3x3 convolutions with bias,
+    BatchNorm with 4 vectors, 1x1 shortcuts where the width changes, a dense classifier."""
+    conv = lambda k, cin, cout: k * k * cin * cout + cout  # noqa: E731
+    params = conv(3, 3, c1) + 4 * c1
+    for cin, cout in ((c1, c1), (c1, c2), (c2, c3)):
+        params += conv(3, cin, cout) + conv(3, cout, cout) + 8 * cout
+        params += conv(1, cin, cout) if cin != cout else 0
+    return params + c3 * classes + classes
+
+
+@pytest.mark.parametrize("filters, stacks", [(16, (16, 32, 64)), (26, (26, 52, 104)), ((8, 24, 40), (8, 24, 40))])
+def test_resnet8_width(filters, stacks):
+    """``filters=f`` builds stacks of f, 2f, 4f filters (the MLCommons script's num_filters), a tuple sets each."""
+    model = qrk.models.resnet8(policy="int4", filters=filters)
+    assert model.count_params() == _resnet8_params(*stacks)
+    assert [model.get_layer(f"stack{s}_conv_b").kernel.shape[-1] for s in (1, 2, 3)] == list(stacks)
+    assert model.get_layer("conv_1").kernel.shape[-1] == stacks[0]
+    assert [model.get_layer(f"stack{s}_shortcut").kernel.shape for s in (2, 3)] == [
+        (1, 1, stacks[0], stacks[1]), (1, 1, stacks[1], stacks[2])]
+
+
+def test_ds_cnn_width():
+    model = qrk.models.ds_cnn(policy="int8", filters=96)
+    assert [model.get_layer(n).kernel.shape[-1] for n in ("conv_1", "block4_pw")] == [96, 96]
+    assert model.get_layer("block1_dw").depthwise_kernel.shape == (3, 3, 96, 1)
+    # 10x4 conv + BN, four (depthwise 3x3 + BN + pointwise + BN), dense: counted by hand
+    assert model.count_params() == (40 * 96 + 96 + 4 * 96) + 4 * (10 * 96 + 4 * 96 + 96 * 96 + 96 + 4 * 96) \
+        + 96 * 12 + 12
+    with pytest.raises(ValueError, match="filters must be a positive integer; got filters=0"):
+        qrk.models.ds_cnn(filters=0)
+
+
 def test_resnet8_other_shapes_and_classes():
     model = qrk.models.resnet8(num_classes=4, input_shape=(16, 16, 1))
     assert model.output_shape == (None, 4)
@@ -82,7 +115,10 @@ def test_unmatched_override_is_an_error():
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_classes": 0}, "num_classes"), ({"input_shape": (32, 32)}, "input_shape"),
     ({"policy": "int3"}, "valid names"),
-    ({"quantize_add_inputs": "yes"}, "quantize_add_inputs must be True or False")])
+    ({"quantize_add_inputs": "yes"}, "quantize_add_inputs must be True or False"),
+    ({"filters": 0}, r"filters must be a positive integer f .*got filters=0"),
+    ({"filters": (16, 32)}, r"or three positive integers, one per stack; got filters=\(16, 32\)"),
+    ({"filters": 16.0}, "got filters=16.0")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         qrk.models.resnet8(**kwargs)
