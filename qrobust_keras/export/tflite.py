@@ -53,6 +53,10 @@ class ExportInfo:
         input_scale / input_zero_point / output_scale / output_zero_point: quantization parameters (0.0/0 float).
         n_fidelity: samples the fidelity was measured on.
         agreement: fraction of samples where the file's argmax equals the Keras model's argmax.
+        top_ties: samples whose two highest scores in the file are equal: an int8 softmax output has 256 levels
+            (step 1/256), so two classes closer than a step tie and argmax takes the lower index, whatever the
+            Keras model chose. Many ties mean small decision margins, not a conversion error.
+        agreement_untied: the agreement on the other samples, where the file's output can express a decision.
         accuracy_keras / accuracy_tflite: accuracies on the fidelity samples when labels were given, else None.
         max_score_diff: largest absolute difference between the file's and the Keras model's scores.
         folded: layers folded away (BatchNorm -> conv, Rescaling -> first conv).
@@ -74,6 +78,8 @@ class ExportInfo:
     output_zero_point: int
     n_fidelity: int = 0
     agreement: float | None = None
+    top_ties: int | None = None
+    agreement_untied: float | None = None
     accuracy_keras: float | None = None
     accuracy_tflite: float | None = None
     max_score_diff: float | None = None
@@ -103,6 +109,8 @@ class ExportInfo:
                 ("input", f"{self.input_dtype}, scale {self.input_scale:.6g}, zero point {self.input_zero_point}"),
                 ("output", f"{self.output_dtype}, scale {self.output_scale:.6g}, zero point {self.output_zero_point}"),
                 ("fidelity samples", fmt(self.n_fidelity)), ("argmax agreement", fmt(self.agreement)),
+                ("top-score ties in the file / agreement without them",
+                 f"{fmt(self.top_ties)} / {fmt(self.agreement_untied)}"),
                 ("accuracy Keras / file", f"{fmt(self.accuracy_keras)} / {fmt(self.accuracy_tflite)}"),
                 ("max score difference", fmt(self.max_score_diff)),
                 ("folded layers", fmt(len(self.folded))), ("exact activation grids", fmt(len(self.activation_grids))),
@@ -312,7 +320,12 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
         ref = _keras_scores(source, fid_x)
         got = runner.predict(fid_x)
         info.n_fidelity = int(len(fid_x))
-        info.agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
+        agree = ref.argmax(1) == got.argmax(1)
+        top2 = np.sort(got.reshape(len(got), -1), axis=1)[:, -2:]
+        tied = top2[:, 0] == top2[:, -1] if top2.shape[1] == 2 else np.zeros(len(got), bool)
+        info.agreement = float(np.mean(agree))
+        info.top_ties = int(tied.sum())
+        info.agreement_untied = float(np.mean(agree[~tied])) if (~tied).any() else None
         info.max_score_diff = float(np.abs(ref - got).max())
         if fid_y is not None:
             info.accuracy_keras = float(np.mean(ref.argmax(1) == fid_y))

@@ -58,10 +58,12 @@ def test_off_diagonal_uses_samples_both_models_classify_correctly(setup):
 def test_float_examples_transfer_to_the_masked_model_better_than_its_own_gradients(setup):
     _, _, _, tm = setup
     names = tm.names
-    # The zero-gradient model resists its own PGD but not examples crafted on the float model.
-    assert tm.success[names.index("masked"), names.index("masked")] < 0.1
-    assert tm.success[names.index("float"), names.index("masked")] > tm.success[
-        names.index("masked"), names.index("masked")]
+    # The zero-gradient model resists its own PGD but not examples crafted on the float model. Its own PGD only
+    # has the random start, which flips what uniform noise of the budget flips: below 0.1 on one CPU, 0.105 on
+    # another (2 of 19 samples; uniform noise flipped 0.11-0.21 of them), against 0.50 (5 of 10) from the float
+    # model's examples there.
+    own = tm.success[names.index("masked"), names.index("masked")]
+    assert own <= 0.25 and tm.success[names.index("float"), names.index("masked")] > 2 * own, tm.success
 
 
 def test_markdown_json_and_heatmap(setup, tmp_path):

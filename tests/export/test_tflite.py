@@ -284,9 +284,17 @@ def test_stochastic_ternary_resnet8_fidelity_on_cifar10(resnet8_stochastic_terna
     info = export_tflite(resnet8_stochastic_ternary, tmp_path / "st.tflite", x_train[:300],
                          fidelity_data=(x_test, y_test))
     assert info.accuracy_keras > 0.3
-    # The issue-6 goal, for the stq recipes' policy (stochastic-ternary kernels, int4 activations, int8 first/last
-    # layers). Measured 0.985 (0.981 with the converter's logits range). A weights-only stochastic-ternary model
-    # (float ReLUs, quantized by calibration in the file) measured 0.980 (0.974 before the logits range).
-    assert info.agreement >= 0.98, info.to_markdown()
+    # The issue-6 goal (98% agreement), for the stq recipes' policy (stochastic-ternary kernels, int4 activations,
+    # int8 first/last layers). This weakly trained fixture measured 0.985 on one CPU and 0.979 on another (AMD EPYC,
+    # AVX2: the 5 training epochs end elsewhere, 32.6% accuracy), where 16 of the 21 disagreements were exact ties
+    # of the int8 softmax output (26 tied samples; argmax takes the lower index). Where the file's output is not
+    # tied it agreed on 0.995. The fully trained int4_at model measures 0.990 (docs/reproduction.md).
+    assert info.agreement >= 0.97 and info.agreement_untied >= 0.99, info.to_markdown()
+    got = TFLiteModel(tmp_path / "st.tflite").predict(x_test)
+    top2 = np.sort(got, axis=1)[:, -2:]
+    tied = top2[:, 0] == top2[:, 1]
+    agree = got.argmax(1) == resnet8_stochastic_ternary.predict(x_test, verbose=0).argmax(1)
+    assert info.top_ties == int(tied.sum()) and info.agreement_untied == float(np.mean(agree[~tied]))
+    assert "top-score ties in the file / agreement without them | " + str(info.top_ties) in info.to_markdown()
     assert set(info.kernel_levels.values()) == {3} and len(info.kernel_levels) == 8  # int8 conv_1 and logits
     assert len(info.activation_grids) == 12
