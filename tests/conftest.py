@@ -3,6 +3,7 @@
 import os
 import pathlib
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import qrobust_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow 
 from qrobust_keras._keras import tf
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# tests/_model_cache.py is imported by name from fixture modules (--import-mode=importlib adds no test folder)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 def shared_data_path() -> pathlib.Path:
@@ -25,6 +28,15 @@ def shared_data() -> pathlib.Path:
     if not path.is_dir():
         pytest.fail(f"real data folder {path} is missing; set QROBUST_SHARED_DATA to the shared/data folder")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_model_cache(tmp_path_factory):
+    """Where tests/_model_cache.py shares trained models between the xdist workers of this run."""
+    from _model_cache import CACHE_ENV
+
+    base = tmp_path_factory.getbasetemp()
+    os.environ[CACHE_ENV] = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-models")
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,12 @@ def trained_cnn(seed: int = 0, width: int = 16, batch: str = "data_batch_1", epo
 
     About 25-35% test accuracy: weak, but a real trained classifier on real images, cheap to query.
     """
+    from _model_cache import shared_model
+
+    return shared_model(f"bb_cnn_s{seed}_w{width}_{batch}_e{epochs}", lambda: _train_cnn(seed, width, batch, epochs))
+
+
+def _train_cnn(seed: int, width: int, batch: str, epochs: int) -> keras.Model:
     x, y = cifar_batch(batch)
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([

@@ -5,6 +5,7 @@ once even when several modules use it."""
 import functools
 
 import numpy as np
+from _model_cache import shared_model
 
 from qrobust_keras._keras import keras, layers, qkeras, tf
 
@@ -55,11 +56,14 @@ def _cnn(kind, seed):
 @functools.lru_cache(maxsize=None)
 def trained(kind, shared_data, epochs=6, seed=1):
     """A small CNN of ``kind`` ("float", "masked", "quant", "stochastic") trained on data_batch_1."""
-    x_train, y_train, _, _ = cifar(shared_data)
-    model = _cnn(kind, seed)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
-    return model
+    def train():
+        x_train, y_train, _, _ = cifar(shared_data)
+        model = _cnn(kind, seed)
+        model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
+        return model
+
+    return shared_model(f"diag_{kind}_{epochs}_{seed}", train)
 
 
 def correct_subset(model, x, y, n):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _model_cache import shared_model
 
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras
@@ -66,13 +67,16 @@ _POLICIES = {"stochastic_ternary": QuantPolicy(kernel="stochastic_ternary", acti
 def trained_resnet8(policy_name: str, cifar_small) -> keras.Model:
     """A ResNet-8 trained briefly on 3,000 CIFAR-10 images (cached for the session), so it is not random."""
     if policy_name not in _TRAINED:
-        (x, y), _ = cifar_small
-        lr, batch_size, epochs = _RECIPES[policy_name]
-        keras.utils.set_random_seed(0)
-        model = qrk.models.resnet8(policy=_POLICIES.get(policy_name, policy_name))
-        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy")
-        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
-        _TRAINED[policy_name] = model
+        def train():
+            (x, y), _ = cifar_small
+            lr, batch_size, epochs = _RECIPES[policy_name]
+            keras.utils.set_random_seed(0)
+            model = qrk.models.resnet8(policy=_POLICIES.get(policy_name, policy_name))
+            model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy")
+            model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+            return model
+
+        _TRAINED[policy_name] = shared_model(f"export_resnet8_{policy_name}", train)
     return _TRAINED[policy_name]
 
 
