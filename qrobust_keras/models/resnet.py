@@ -35,6 +35,7 @@ from qrobust_keras.models._build import check_input_shape, check_overrides_match
 from qrobust_keras.quantization import QuantPolicy
 from qrobust_keras.quantization import layers as qlayers
 
+
 def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any = "float",
             input_scale: float = 1.0, weight_decay: float = 1e-4, name: str = "resnet8",
             quantize_add_inputs: bool = True, filters: int | tuple = 16) -> keras.Model:
