@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import qrobust_keras as qrk  # noqa: E402
-from qrobust_keras.attacks._common import PredictFn, as_predict_fn  # noqa: E402
+from qrobust_keras.attacks.common import PredictFn, as_predict_fn  # noqa: E402
 from qrobust_keras.attacks.square import square  # noqa: E402
 from qrobust_keras.models.heads import logits_model  # noqa: E402
 

@@ -16,7 +16,8 @@ import numpy as np
 
 import qrobust_keras as qrk
 from qrobust_keras.attacks.square import square
-from qrobust_keras.cli import eps_label, parse_eps_list
+from qrobust_keras.cli import parse_eps_list
+from qrobust_keras.evaluation import format_eps as eps_label
 
 
 def main(argv=None) -> int:

@@ -97,7 +97,8 @@ def run(args) -> dict:
     from qrobust_keras.attacks.pgd import pgd
     from qrobust_keras.data import read_pickle_batch
     from qrobust_keras.defenses import MixedPrecisionEnsemble, evaluate_ensemble
-    from qrobust_keras.evaluation._diagnostics_common import atomic_write, dump_json, markdown_table, predict_labels
+    from qrobust_keras._files import atomic_write
+    from qrobust_keras.evaluation.common import dump_json, markdown_table, predict_labels
     from qrobust_keras.evaluation.masking import diagnose_gradient_masking
     from qrobust_keras.evaluation.misalignment import gradient_misalignment
     from qrobust_keras.evaluation.transferability import transferability

@@ -7,9 +7,15 @@ Micro interpreter and attacks the file itself (Square, black-box), and writes ``
 table (``report.md``), an accuracy-vs-eps plot (``accuracy_vs_eps.png``), the TFLite Micro footprint and every
 number as JSON (``results.json``).
 
-CIFAR-10 is looked up in ``data_dir``, then ``$QROBUST_DATA_DIR``, then the Keras cache. When none exists the demo
-says so and runs on a generated 10-class image task (oriented colour gratings in noise), labelled *synthetic* in
-every output: the numbers then show the mechanics, not CIFAR-10 results.
+CIFAR-10 is looked up in ``data_dir``, then ``$QROBUST_DATA_DIR``, then the Keras cache; ``download=True`` fetches it
+with Keras when none is found. Otherwise the demo says so and runs on a generated 10-class image task (oriented
+colour gratings in noise), labelled *synthetic* in every output: the numbers then show the mechanics, not CIFAR-10
+results.
+
+Optional pieces are checked before any training: without ``tflite-micro`` the TFLite Micro steps are skipped, and
+without LiteRT (``ai-edge-litert``) the int8 file runs in TensorFlow's own interpreter; the report names what was
+skipped and the pip command that adds it. A step that fails after training is recorded in the report, which is
+always written, and the demo then returns 1.
 
 The demo numbers come from minutes of training, not the hours of the full recipes: they show the workflow and
 the direction of the effect, not the reproduction (see docs/reproduction.md).
@@ -24,14 +30,25 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
 import time
+import traceback
+from typing import Any
 
 import numpy as np
 
-__all__ = ["run_demo", "DemoConfig", "synthetic_images", "find_demo_data"]
+__all__ = ["run_demo", "DemoConfig", "synthetic_images", "find_demo_data", "optional_pieces", "OPTIONAL"]
+
+# name -> (module, what it does in the demo, how to add it)
+OPTIONAL = {
+    "tflite-micro": ("tflite_micro", "TFLite Micro footprint and the TFLite Micro check of the int8 file",
+                     "pip install tflite-micro"),
+    "ai-edge-litert": ("ai_edge_litert", "LiteRT interpreter for the int8 file (TensorFlow's tf.lite is used "
+                       "without it)", "pip install ai-edge-litert"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +72,11 @@ class DemoConfig:
                    square_queries=20, n_tflm=8, n_file_attack=16)
 
 
+def optional_pieces() -> dict[str, bool]:
+    """Which optional packages of the demo are installed (looked up without importing them)."""
+    return {name: importlib.util.find_spec(module) is not None for name, (module, _, _) in OPTIONAL.items()}
+
+
 def synthetic_images(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """A generated 10-class 32x32 RGB task: class k is a grating at angle k*pi/10 with a class colour, random phase
     and frequency jitter, plus Gaussian noise. uint8 images, int64 labels (balanced)."""
@@ -73,25 +95,29 @@ def synthetic_images(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.n
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8), y.astype(np.int64)
 
 
-def find_demo_data(data_dir: str | None, cfg: DemoConfig, verbose: int = 1) -> tuple:
+def find_demo_data(data_dir: str | None, cfg: DemoConfig, verbose: int = 1, download: bool = False) -> tuple:
     """``((x_train, y_train), (x_test, y_test), description, synthetic)`` for the demo.
 
     Raises:
         DataNotFoundError: ``data_dir`` was given explicitly but holds no CIFAR-10 (an explicit folder that is
-            wrong is a mistake to report, not a reason to switch to synthetic data).
+            wrong is a mistake to report, not a reason to switch to synthetic data), or ``download`` failed.
     """
-    from qrobust_keras.data import DataNotFoundError, find_cifar10, load_cifar10
+    from qrobust_keras.data import DataNotFoundError, download_cifar10, find_cifar10, load_cifar10
 
     try:
         kind, path = find_cifar10(data_dir)
     except DataNotFoundError as exc:
         if data_dir is not None:
             raise
-        print(f"qrobust demo: CIFAR-10 not found ({exc})\nqrobust demo: using a small GENERATED image task instead "
-              "(labelled SYNTHETIC in every output); pass --data-dir to use CIFAR-10", file=sys.stderr)
-        x, y = synthetic_images(cfg.n_train + cfg.n_test, seed=0)
-        return ((x[:cfg.n_train], y[:cfg.n_train]), (x[cfg.n_train:], y[cfg.n_train:]),
-                "SYNTHETIC generated gratings (no CIFAR-10 found)", True)
+        if download:
+            kind, path = "pickle", download_cifar10(verbose)
+        else:
+            print(f"qrobust demo: CIFAR-10 not found ({exc})\nqrobust demo: using a small GENERATED image task "
+                  "instead (labelled SYNTHETIC in every output); pass --download to fetch CIFAR-10 with Keras, or "
+                  "--data-dir to use your copy", file=sys.stderr)
+            x, y = synthetic_images(cfg.n_train + cfg.n_test, seed=0)
+            return ((x[:cfg.n_train], y[:cfg.n_train]), (x[cfg.n_train:], y[cfg.n_train:]),
+                    "SYNTHETIC generated gratings (no CIFAR-10 found)", True)
     (x_train, y_train), (x_test, y_test) = load_cifar10(path, source=kind, verbose=verbose)
     rng = np.random.default_rng(0)
     tr = np.sort(rng.permutation(len(x_train))[:cfg.n_train])
@@ -105,31 +131,9 @@ def _log(verbose: int, msg: str) -> None:
         print(f"qrobust demo: {msg}", flush=True)
 
 
-def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool = False, verbose: int = 1,
-             config: DemoConfig | None = None) -> int:
-    """Run the demo and write the report folder; returns 0 (the CLI exit status).
+def _train(cfg: DemoConfig, train: tuple, test: tuple, out: str, run_info: dict, verbose: int, tag: str) -> tuple:
+    from qrobust_keras.recipes import FINAL_MODEL, HISTORY_CSV, RUN_CONFIG, fit_recipe, get_recipe
 
-    Args:
-        data_dir: CIFAR-10 folder (pickle batches or a class-folder image tree); None searches
-            ``$QROBUST_DATA_DIR`` and the Keras cache, then falls back to the synthetic task.
-        out: report folder (created).
-        quick: tiny sizes for CI (a few hundred images, one epoch, few attack steps).
-        verbose: 0 silent, 1 progress lines.
-        config: explicit sizes (overrides ``quick``).
-    """
-    from qrobust_keras import export as qexport
-    from qrobust_keras._files import atomic_write
-    from qrobust_keras.cli import eps_label, plot_accuracy_vs_eps, run_attacks
-    from qrobust_keras.recipes import fit_recipe, get_recipe
-
-    cfg = config or (DemoConfig.quick() if quick else DemoConfig())
-    t0 = time.time()
-    os.makedirs(out, exist_ok=True)
-    train, test, source, synthetic = find_demo_data(data_dir, cfg, verbose)
-    tag = " [SYNTHETIC]" if synthetic else ""
-    _log(verbose, f"data: {source}; {len(train[0])} training and {len(test[0])} test images")
-    x_test = test[0].astype(np.float32) / 255.0
-    y_test = test[1]
     runs = {
         "float (mlcommons)": get_recipe("mlcommons", dataset="cifar10", epochs=cfg.float_epochs, batch_size=64,
                                         lr_schedule="constant"),
@@ -140,96 +144,193 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
         _log(verbose, f"training {label}{tag}: {recipe.epochs} epochs of {len(train[0])} images")
         start = time.time()
         run_dir = os.path.join(out, "runs", recipe.name)
-        if os.path.exists(os.path.join(run_dir, "model.h5")):
-            os.remove(os.path.join(run_dir, "model.h5"))  # a demo always trains afresh
-            for name in ("run_config.json", "history.csv"):
-                if os.path.exists(os.path.join(run_dir, name)):
-                    os.remove(os.path.join(run_dir, name))
-        models[label] = fit_recipe(recipe, train, test, run_dir, verbose=0,
-                                   run_info={"source": source, "synthetic": synthetic, "n_train": len(train[0]),
-                                             "n_test": len(test[0])})
+        for name in (FINAL_MODEL, RUN_CONFIG, HISTORY_CSV):  # a demo always trains afresh
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.remove(os.path.join(run_dir, name))
+        models[label] = fit_recipe(recipe, train, test, run_dir, verbose=0, run_info=run_info)
         timings[label] = round(time.time() - start, 1)
+    return models, timings
 
-    evaluations = {}
+
+def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool = False, verbose: int = 1,
+             config: DemoConfig | None = None, download: bool = False) -> int:
+    """Run the demo and write the report folder; returns the CLI exit status (0, or 1 when a step after training
+    failed: the report then says which, with everything computed before it).
+
+    Args:
+        data_dir: CIFAR-10 folder (pickle batches or a class-folder image tree); None searches
+            ``$QROBUST_DATA_DIR`` and the Keras cache, then falls back to the synthetic task.
+        out: report folder (created).
+        quick: tiny sizes for CI (a few hundred images, one epoch, few attack steps).
+        verbose: 0 silent, 1 progress lines.
+        config: explicit sizes (overrides ``quick``).
+        download: fetch CIFAR-10 with Keras when no copy is found (instead of the synthetic task).
+    """
+    from qrobust_keras.evaluation import format_eps, run_attacks
+
+    cfg = config or (DemoConfig.quick() if quick else DemoConfig())
+    t0 = time.time()
+    have = optional_pieces()
+    skipped = [f"{OPTIONAL[name][1]}: `{name}` is not installed; add it with `{OPTIONAL[name][2]}` (or `pip install "
+               "'qrobust-keras[tflite]'`)" for name, ok in have.items() if not ok]
+    for line in skipped:
+        _log(verbose, "skipping " + line)
+    train, test, source, synthetic = find_demo_data(data_dir, cfg, verbose, download)
+    os.makedirs(out, exist_ok=True)
+    tag = " [SYNTHETIC]" if synthetic else ""
+    _log(verbose, f"data: {source}; {len(train[0])} training and {len(test[0])} test images")
+    x_test, y_test = test[0].astype(np.float32) / 255.0, test[1]
+    results: dict[str, Any] = {"data": source, "synthetic": synthetic, "quick": quick,
+                               "config": dataclasses.asdict(cfg), "optional": have, "skipped": skipped,
+                               "failed": [], "evaluations": {}, "export": None, "tflm_footprint": None,
+                               "tflm_check": None}
+    run_info = {"source": source, "synthetic": synthetic, "n_train": len(train[0]), "n_test": len(test[0])}
+    models, results["train_seconds"] = _train(cfg, train, test, out, run_info, verbose, tag)
+
+    def step(name: str, fn) -> Any:
+        # A late step that fails is reported, never allowed to lose what the earlier steps computed.
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - recorded in the report and the exit status
+            results["failed"].append(f"{name}: {type(exc).__name__}: {exc}")
+            _log(verbose, f"FAILED {name}: {type(exc).__name__}: {exc}")
+            if verbose >= 2:
+                traceback.print_exc()
+            return None
+
     for label, model in models.items():
         _log(verbose, f"attacking {label} with {', '.join(cfg.attacks)} at eps "
-                      f"{', '.join(eps_label(e) for e in cfg.eps)}")
-        evaluations[label] = run_attacks(model, "keras", x_test, y_test, list(cfg.attacks), list(cfg.eps),
-                                         steps=cfg.pgd_steps, queries=cfg.square_queries, seed=0)
-
-    _log(verbose, "exporting stq_jr to an int8 TFLite file")
+                      f"{', '.join(format_eps(e) for e in cfg.eps)}")
+        ev = step(f"attacking {label}", lambda: run_attacks(model, "keras", x_test, y_test, list(cfg.attacks),
+                                                            list(cfg.eps), steps=cfg.pgd_steps,
+                                                            queries=cfg.square_queries, seed=0))
+        if ev is not None:
+            results["evaluations"][label] = ev
     tfl_path = os.path.join(out, "stq_jr_int8.tflite")
-    rep = train[0][:500].astype(np.float32) / 255.0
-    info = qexport.export_tflite(models["stq_jr"], tfl_path, representative_data=rep,
-                                 fidelity_data=(x_test, y_test), overwrite=True)
-    fp = qexport.tflm_footprint(tfl_path)
-    litert = qexport.TFLiteModel(tfl_path)
-    tflm = qexport.TFLiteModel(tfl_path, runtime="tflm")
-    k = min(cfg.n_tflm, len(x_test))
-    micro_scores = tflm.predict(x_test[:k])
-    lite_scores = litert.predict(x_test[:k])
-    tflm_check = {"samples": k, "argmax_agreement_with_litert": float(np.mean(
-        micro_scores.argmax(1) == lite_scores.argmax(1))), "max_abs_score_diff": float(np.abs(
-            micro_scores - lite_scores).max()), "accuracy": float(np.mean(micro_scores.argmax(1) == y_test[:k]))}
-    _log(verbose, f"attacking the int8 file itself (Square, {cfg.square_queries} queries)")
-    m = min(cfg.n_file_attack, len(x_test))
-    file_eval = run_attacks(litert, "tflite", x_test[:m], y_test[:m], ["square"], list(cfg.eps),
-                            queries=cfg.square_queries, seed=0)
-    evaluations["stq_jr int8 file"] = file_eval
-
-    results = {"data": source, "synthetic": synthetic, "quick": quick, "config": dataclasses.asdict(cfg),
-               "train_seconds": timings, "evaluations": evaluations, "export": info.to_dict(),
-               "tflm_footprint": dataclasses.asdict(fp), "tflm_check": tflm_check,
-               "total_seconds": None}
-    png = plot_accuracy_vs_eps(evaluations, os.path.join(out, "accuracy_vs_eps.png"),
-                               title=f"worst-case accuracy vs eps{' (SYNTHETIC data)' if synthetic else ''}")
+    _log(verbose, "exporting stq_jr to an int8 TFLite file")
+    info = step("int8 export", lambda: _export(models["stq_jr"], tfl_path, train[0][:500], x_test, y_test))
+    if info is not None:
+        results["export"] = info.to_dict()
+        runtime = "litert" if have["ai-edge-litert"] else "tflite"
+        if have["tflite-micro"]:
+            results["tflm_footprint"] = step("TFLite Micro footprint", lambda: _footprint(tfl_path))
+            results["tflm_check"] = step("TFLite Micro check", lambda: _tflm_check(tfl_path, runtime, x_test, y_test,
+                                                                                   cfg.n_tflm))
+        _log(verbose, f"attacking the int8 file itself (Square, {cfg.square_queries} queries)")
+        m = min(cfg.n_file_attack, len(x_test))
+        ev = step("attacking the int8 file", lambda: _attack_file(tfl_path, runtime, x_test[:m], y_test[:m], cfg))
+        if ev is not None:
+            results["evaluations"]["stq_jr int8 file"] = ev
     results["total_seconds"] = round(time.time() - t0, 1)
-    atomic_write(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str))
-    md = _markdown(results, os.path.basename(png), os.path.basename(tfl_path))
-    report = os.path.join(out, "report.md")
-    atomic_write(report, md)
+    report = _write_report(results, out, tfl_path if info is not None else None)
     if verbose:
-        print(md)
-    print(f"qrobust demo: report written to {os.path.abspath(report)}{tag}")
-    return 0
+        print(open(report, encoding="utf-8").read())
+    print(f"qrobust demo: report written to {os.path.abspath(report)}{tag}"
+          + (f"; {len(results['failed'])} step(s) FAILED" if results["failed"] else ""))
+    return 1 if results["failed"] else 0
 
 
-def _markdown(r: dict, png: str, tfl: str) -> str:
-    from qrobust_keras.cli import eps_label
+def _export(model: Any, path: str, rep_images: np.ndarray, x_test: np.ndarray, y_test: np.ndarray):
+    from qrobust_keras.export import export_tflite
 
+    return export_tflite(model, path, representative_data=rep_images.astype(np.float32) / 255.0,
+                         fidelity_data=(x_test, y_test), overwrite=True)
+
+
+def _footprint(path: str) -> dict:
+    from qrobust_keras.export import tflm_footprint
+
+    return dataclasses.asdict(tflm_footprint(path))
+
+
+def _tflm_check(path: str, runtime: str, x: np.ndarray, y: np.ndarray, n: int) -> dict:
+    from qrobust_keras.export import TFLiteModel
+
+    k = min(n, len(x))
+    micro = TFLiteModel(path, runtime="tflm").predict(x[:k])
+    lite = TFLiteModel(path, runtime=runtime).predict(x[:k])
+    return {"samples": k, "runtime": runtime,
+            "argmax_agreement_with_litert": float(np.mean(micro.argmax(1) == lite.argmax(1))),
+            "max_abs_score_diff": float(np.abs(micro - lite).max()), "accuracy": float(np.mean(micro.argmax(1) == y[:k]))}
+
+
+def _attack_file(path: str, runtime: str, x: np.ndarray, y: np.ndarray, cfg: DemoConfig) -> dict:
+    from qrobust_keras.evaluation import run_attacks
+    from qrobust_keras.export import TFLiteModel
+
+    ev = run_attacks(TFLiteModel(path, runtime=runtime), "tflite", x, y, ["square"], list(cfg.eps),
+                     queries=cfg.square_queries, seed=0)
+    # A gradient-free attack alone only bounds robust accuracy from above (issue of misreading the file as robust).
+    ev["upper_bound"] = "black-box only (Square on the file): an upper bound on robust accuracy"
+    return ev
+
+
+def _write_report(results: dict, out: str, tfl_path: str | None) -> str:
+    from qrobust_keras._files import atomic_write
+    from qrobust_keras.evaluation import plot_accuracy_vs_eps
+
+    png = None
+    if results["evaluations"]:
+        try:
+            png = os.path.basename(plot_accuracy_vs_eps(
+                results["evaluations"], os.path.join(out, "accuracy_vs_eps.png"),
+                title=f"worst-case accuracy vs eps{' (SYNTHETIC data)' if results['synthetic'] else ''}"))
+        except Exception as exc:  # noqa: BLE001 - the markdown and JSON are still written
+            results["failed"].append(f"plot: {type(exc).__name__}: {exc}")
+    atomic_write(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str))
+    report = os.path.join(out, "report.md")
+    atomic_write(report, _markdown(results, png, os.path.basename(tfl_path) if tfl_path else None))
+    return report
+
+
+def _markdown(r: dict, png: str | None, tfl: str | None) -> str:
     syn = r["synthetic"]
-    title = "# qrobust demo report" + (" - SYNTHETIC DATA" if syn else "")
-    eps = r["evaluations"]["stq_jr"]["eps"]
-    labels = [eps_label(e) for e in eps]
-    lines = [title, ""]
+    lines = ["# qrobust demo report" + (" - SYNTHETIC DATA" if syn else ""), ""]
     if syn:
         lines += ["> **Synthetic data**: no CIFAR-10 copy was found, so every number below is measured on a "
-                  "generated grating task and says nothing about CIFAR-10. Pass `--data-dir` to use CIFAR-10.", ""]
+                  "generated grating task and says nothing about CIFAR-10. Pass `--download` to fetch CIFAR-10, or "
+                  "`--data-dir` to use your copy.", ""]
+    if r["failed"]:
+        lines += ["> **Failed steps** (everything computed before them is below):", ""] + \
+                 [f"> - {line}" for line in r["failed"]] + [""]
+    if r["skipped"]:
+        lines += ["Skipped (optional packages missing):", ""] + [f"- {line}" for line in r["skipped"]] + [""]
     lines += [f"Data: {r['data']}. Training seconds: " + ", ".join(f"{k} {v} s" for k, v in r["train_seconds"].items())
               + f"; total {r['total_seconds']} s." + (" Quick (CI) sizes." if r["quick"] else ""),
               "", "Minutes of training on a subset: these numbers show the workflow, not the full recipes' results "
-              "(docs/reproduction.md).", "",
-              "## Robust accuracy (per attack; worst case = correct under every attack)", "",
-              "| model | attack | clean | " + " | ".join(f"eps {lab}" for lab in labels) + " |",
-              "|---|---|---|" + "---|" * len(labels)]
-    for model, ev in r["evaluations"].items():
-        for name, row in ev["results"].items():
-            lines.append(f"| {model} | {name} | {100 * ev['clean']:.1f}% | " +
-                         " | ".join(f"{100 * row[lab]:.1f}%" for lab in labels) + " |")
-        lines.append(f"| {model} | **worst case** | {100 * ev['clean']:.1f}% | " +
-                     " | ".join(f"**{100 * ev['worst'][lab]:.1f}%**" for lab in labels) + " |")
+              "(docs/reproduction.md). Attacks: quick settings (not the standard suite).", ""]
+    if r["evaluations"]:
+        labels = list(next(iter(r["evaluations"].values()))["worst"])
+        lines += ["## Robust accuracy (per attack; worst case = correct under every attack)", "",
+                  "| model | attack | clean | " + " | ".join(f"eps {lab}" for lab in labels) + " |",
+                  "|---|---|---|" + "---|" * len(labels)]
+        for model, ev in r["evaluations"].items():
+            for name, row in ev["results"].items():
+                lines.append(f"| {model} | {name} | {100 * ev['clean']:.1f}% | " +
+                             " | ".join(f"{100 * row[lab]:.1f}%" for lab in labels) + " |")
+            worst = "black-box only: upper bound" if ev.get("upper_bound") else "**worst case**"
+            lines.append(f"| {model} | {worst} | {100 * ev['clean']:.1f}% | " +
+                         " | ".join(f"**{100 * ev['worst'][lab]:.1f}%**" for lab in labels) + " |")
+        bounds = [f"{m}: {ev['upper_bound']}" for m, ev in r["evaluations"].items() if ev.get("upper_bound")]
+        lines += [""] + [f"- {b}; its Keras model's white-box worst case is the honest number." for b in bounds]
+    if png:
+        lines += ["", f"![accuracy vs eps]({png})"]
     ex, fp, tc = r["export"], r["tflm_footprint"], r["tflm_check"]
-    lines += ["", f"![accuracy vs eps]({png})", "", "## Deployment (stq_jr, int8)", "",
-              "| | |", "|---|---|",
-              f"| file | `{tfl}` |", f"| size (flash) | {ex['size_bytes']:,} bytes |",
-              f"| TFLite Micro arena | {fp['arena_bytes']:,} bytes |" if fp.get("arena_bytes") else
-              "| TFLite Micro arena | not measured |",
-              f"| all ops supported by TFLite Micro | {fp['all_ops_supported']} |",
-              f"| argmax agreement Keras vs int8 file | {100 * (ex['agreement'] or 0):.1f}% on {ex['n_fidelity']} "
-              "images |",
-              f"| accuracy Keras / int8 file | {100 * (ex['accuracy_keras'] or 0):.1f}% / "
-              f"{100 * (ex['accuracy_tflite'] or 0):.1f}% |",
-              f"| TFLite Micro vs LiteRT argmax agreement | {100 * tc['argmax_agreement_with_litert']:.1f}% on "
-              f"{tc['samples']} images |",
-              "| MLCommons int8 ResNet-8 for comparison | 98,496 bytes, arena 55,984 bytes |", ""]
+    if ex:
+        lines += ["", "## Deployment (stq_jr, int8)", "", "| | |", "|---|---|", f"| file | `{tfl}` |",
+                  f"| size (flash) | {ex['size_bytes']:,} bytes |",
+                  f"| argmax agreement Keras vs int8 file | {100 * (ex['agreement'] or 0):.1f}% on {ex['n_fidelity']} "
+                  "images |",
+                  f"| accuracy Keras / int8 file | {100 * (ex['accuracy_keras'] or 0):.1f}% / "
+                  f"{100 * (ex['accuracy_tflite'] or 0):.1f}% |"]
+        if fp:
+            lines += [f"| TFLite Micro arena | {fp['arena_bytes']:,} bytes |" if fp.get("arena_bytes") else
+                      "| TFLite Micro arena | not measured |",
+                      f"| all ops supported by TFLite Micro | {fp['all_ops_supported']} |"]
+        else:
+            lines.append("| TFLite Micro arena | skipped (tflite-micro not installed, or the step failed) |")
+        if tc:
+            lines.append(f"| TFLite Micro vs {tc['runtime']} argmax agreement | "
+                         f"{100 * tc['argmax_agreement_with_litert']:.1f}% on {tc['samples']} images |")
+        lines += ["| MLCommons int8 ResNet-8 for comparison | 98,496 bytes, arena 55,984 bytes |"]
     return "\n".join(lines) + "\n"

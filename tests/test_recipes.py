@@ -358,7 +358,7 @@ def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tm
     start the stochastic-ternary model; the path comes from 'mlcommons:DIR' or QROBUST_MLCOMMONS_DIR."""
     from qrobust_keras.models import load_mlcommons
     from qrobust_keras.models import copy_weights_by_name
-    from qrobust_keras.recipes import _initial_model
+    from qrobust_keras.recipes.run import _initial_model
 
     mlcommons_dir = shared_data / "models" / "mlcommons"
     rng = np.random.default_rng(1)

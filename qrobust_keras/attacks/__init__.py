@@ -6,6 +6,9 @@ Black-box (any predict function; queries counted): square, spsa, and hopskipjump
 extra ``blackbox``). transfer crafts on a surrogate and evaluates on a target. Attacks by name with default
 parameters per dataset scale: :mod:`qrobust_keras.attacks.registry`.
 
+The functions load on first use, so ``qrobust_keras.attacks.registry`` (the table of attack names) can be read
+without importing TensorFlow (the ``qrobust`` command's argument parsing relies on that).
+
 Example:
 
 >>> import qrobust_keras as qrk
@@ -13,17 +16,37 @@ Example:
 ['fgsm', 'bim', 'pgd', 'pgd-cw', 'mim', 'cw_l2', 'apgd-ce', 'apgd-dlr']
 """
 
-from qrobust_keras.attacks._common import AttackInfo, PredictFn, as_predict_fn, enforce_constraints, perturbation_norms
-from qrobust_keras.attacks.apgd import apgd
-from qrobust_keras.attacks.art_blackbox import boundary, hopskipjump, zoo
-from qrobust_keras.attacks.cw import cw_l2
-from qrobust_keras.attacks.fgsm import fgsm
-from qrobust_keras.attacks.mim import mim
-from qrobust_keras.attacks.pgd import bim, pgd
-from qrobust_keras.attacks.registry import attack_kwargs, available_attacks, get_attack, list_attacks, run_attack
-from qrobust_keras.attacks.spsa import spsa
-from qrobust_keras.attacks.square import square
-from qrobust_keras.attacks.transfer import TransferInfo, transfer
+import importlib
+import sys
+import types
+
+_EXPORTS = {
+    "AttackInfo": "_common", "PredictFn": "_common", "as_predict_fn": "_common", "enforce_constraints": "_common",
+    "perturbation_norms": "_common",
+    "apgd": "apgd", "boundary": "art_blackbox", "hopskipjump": "art_blackbox", "zoo": "art_blackbox", "cw_l2": "cw",
+    "fgsm": "fgsm", "mim": "mim", "bim": "pgd", "pgd": "pgd", "spsa": "spsa", "square": "square",
+    "TransferInfo": "transfer", "transfer": "transfer",
+    "attack_kwargs": "registry", "available_attacks": "registry", "get_attack": "registry", "list_attacks": "registry",
+    "run_attack": "registry",
+}
+
+
+class _AttacksModule(types.ModuleType):
+    """Resolves the exported names lazily. Several attack functions share their name with their module
+    (``attacks.pgd`` the function, ``attacks/pgd.py`` the module); importing a submodule sets the package attribute
+    to the module, so the function must win on every attribute read, not only on a missing one."""
+
+    def __getattribute__(self, name):
+        module = _EXPORTS.get(name)
+        if module is not None:
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return super().__getattribute__(name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(_EXPORTS))
+
+
+sys.modules[__name__].__class__ = _AttacksModule
 
 __all__ = [
     "AttackInfo", "PredictFn", "as_predict_fn", "enforce_constraints", "perturbation_norms",

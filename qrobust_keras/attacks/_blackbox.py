@@ -1,6 +1,6 @@
 """Private helpers shared by the black-box attacks (square, spsa, the ART wrappers, transfer).
 
-Score functions: a black-box attack sees the model only through a :class:`~qrobust_keras.attacks._common.PredictFn`
+Score functions: a black-box attack sees the model only through a :class:`~qrobust_keras.attacks.common.PredictFn`
 that returns scores of shape (n, classes). Scores may be logits or probabilities; :class:`MarginLoss` turns either into
 the same margin (probabilities are mapped to log-probabilities, which equal the logits up to a per-row constant, so
 the margin of ``log p`` *is* the logit margin).
@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qrobust_keras.attacks._common import PredictFn, as_int_labels, as_predict_fn
+from qrobust_keras.attacks.common import PredictFn, as_int_labels, as_predict_fn
 
 _TINY = 1e-30
 
@@ -31,7 +31,7 @@ def scores_fn(model_or_fn: Any, batch_size: int = 256) -> PredictFn:
 
     Keras models that end in a softmax are queried through their pre-softmax logits
     (:func:`qrobust_keras.models.heads.logits_model`), which keeps the margin loss free of float32 saturation; every
-    other model or callable is wrapped as is by :func:`~qrobust_keras.attacks._common.as_predict_fn`. No gradient is
+    other model or callable is wrapped as is by :func:`~qrobust_keras.attacks.common.as_predict_fn`. No gradient is
     ever computed.
     """
     if isinstance(model_or_fn, PredictFn):
@@ -119,28 +119,6 @@ def one_hot_labels(predict: PredictFn) -> PredictFn:
     return PredictFn(fn, batch_size=predict.batch_size, name=f"labels({predict.name})")
 
 
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Validate an integer argument >= ``minimum`` and return it as int."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}")
-    return int(value)
-
-
-def check_positive_float(name: str, value: Any, allow_zero: bool = False) -> float:
-    """Validate a finite float argument > 0 (>= 0 with ``allow_zero``) and return it."""
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        accepted = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {accepted}; got {name}={value!r}")
-    return float(value)
-
-
-def check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got seed={seed!r}")
-    return int(seed)
-
-
 @contextlib.contextmanager
 def seeded_global_numpy(seed: int) -> Iterator[None]:
     """Seed numpy's global RNG for code that draws from it (ART), restoring the caller's state afterwards."""
@@ -150,26 +128,3 @@ def seeded_global_numpy(seed: int) -> Iterator[None]:
         yield
     finally:
         np.random.set_state(state)
-
-
-def progress(total: int, verbose: int, desc: str):
-    """A tqdm progress bar when ``verbose`` and tqdm is available, else a no-op object with ``update``/``close``."""
-    if verbose:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=desc, leave=False)
-        except ImportError:  # pragma: no cover - tqdm ships with ART and TF's deps
-            pass
-    return _NoBar()
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, s: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

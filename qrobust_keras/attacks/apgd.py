@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_int, num_classes
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.attacks import _gradients as G
-from qrobust_keras.attacks._common import AttackInfo, batches, enforce_constraints
-from qrobust_keras.attacks.pgd import check_int, prepare, progbar
+from qrobust_keras.attacks import gradients as G
+from qrobust_keras.attacks.common import AttackInfo, as_int_labels, batches, enforce_constraints
+from qrobust_keras.attacks.plumbing import ProgressBar, prepare
 
 ALPHA = 0.75
 RHO = 0.75
@@ -61,7 +62,7 @@ def _schedule(steps: int) -> tuple[np.ndarray, np.ndarray]:
 def _build_apgd(model: keras.Model, *, steps: int, norm: str, loss: str, targeted: bool, eot: int,
                 x_spec: tf.TensorSpec):
     lm = G.get_logits_model(model)
-    n_classes = G.num_classes(lm)
+    n_classes = num_classes(lm)
     loss_grad = G.make_loss_grad(lm, loss=loss, targeted=targeted, eot=eot, n_classes=n_classes,
                                  stochastic=eot > 1)
     axes = list(range(1, len(x_spec.shape)))
@@ -156,7 +157,6 @@ def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: 
             raise ValueError(f"targeted DLR needs >= 4 classes; the model has {n_classes}")
         if y_true is None:
             raise ValueError("targeted DLR needs the true labels: pass y_true=")
-        from qrobust_keras.attacks._common import as_int_labels
         y_true = as_int_labels(y_true, len(x), n_classes, name="y_true")
     else:
         y_true = y
@@ -174,8 +174,7 @@ def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: 
         run = G.cached(model, key, build)
     n = len(x)
     best = G.BestOverRestarts(x)
-    bar = progbar(restarts * math.ceil(n / batch_size), verbose, f"apgd-{loss}")
-    done = 0
+    bar = ProgressBar(restarts * math.ceil(n / batch_size), verbose, f"apgd-{loss}")
     for restart in range(restarts):
         rng = np.random.default_rng([int(seed), restart, 7])
         if norm == "inf":
@@ -192,9 +191,7 @@ def apgd(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: 
                                        tf.constant(clip_max, tf.float32))
             x_out, found, f_best = x_out.numpy(), found.numpy(), f_best.numpy().astype(np.float64)
             best.update(sl, x_out, found, f_best)
-            done += 1
-            if bar is not None:
-                bar.update(done)
+            bar.update()
     x_adv = enforce_constraints(x, best.x, eps, norm, clip_min, clip_max)
     pred = G.predict_labels(model, x_adv, batch_size)
     info = AttackInfo(name=f"apgd-{loss}", gradients=np.full(n, (steps + 1) * restarts * eot, np.int64),

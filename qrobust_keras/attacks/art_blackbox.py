@@ -1,6 +1,6 @@
 """HopSkipJump, Boundary and ZOO from the Adversarial Robustness Toolbox, behind the library's attack signature.
 
-They need only a predict function: each wraps our query-counting :class:`~qrobust_keras.attacks._common.PredictFn`
+They need only a predict function: each wraps our query-counting :class:`~qrobust_keras.attacks.common.PredictFn`
 in an ART ``BlackBoxClassifierNeuralNetwork`` (HopSkipJump and Boundary see one-hot labels only: decision-based),
 runs ART one sample at a time so the queries of every sample are counted, and reports them. ART is an optional
 extra: ``pip install qrobust-keras[blackbox]``.
@@ -29,23 +29,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qrobust_keras._checks import check_int, check_positive
 from qrobust_keras.attacks._blackbox import (
     MarginLoss,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
     one_hot_labels,
-    progress,
     scores_fn,
     seeded_global_numpy,
 )
-from qrobust_keras.attacks._common import (
+from qrobust_keras.attacks.common import (
     AttackInfo,
     PredictFn,
     check_attack_inputs,
     enforce_constraints,
     perturbation_norms,
 )
+from qrobust_keras.attacks.plumbing import ProgressBar
 
 __all__ = ["hopskipjump", "boundary", "zoo"]
 
@@ -98,8 +96,8 @@ def _run(name: str, make_attack: Callable, model_or_predict_fn: Any, x: Any, y: 
          targeted: bool, clip_min: float, clip_max: float, batch_size: int, seed: int, verbose: int,
          return_info: bool, label_only: bool, init_size: int | None):
     x_in, labels, norm = check_attack_inputs(x, y, eps, norm, clip_min, clip_max)
-    batch_size = check_positive_int("batch_size", batch_size)
-    seed = check_seed(seed)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
     bbnn = _require_art()
     predict = scores_fn(model_or_predict_fn, batch_size)
     loss = MarginLoss(labels, targeted)
@@ -116,7 +114,7 @@ def _run(name: str, make_attack: Callable, model_or_predict_fn: Any, x: Any, y: 
     x_min = x_in.copy()
     found = loss.success(clean)  # already fooled: keep x
     rng = np.random.default_rng(seed)
-    bar = progress(n, verbose, name)
+    bar = ProgressBar(n, verbose, name, unit="sample")
     for i in range(n):
         if found[i]:
             bar.update(1)
@@ -208,10 +206,10 @@ def hopskipjump(
         Chen, Jordan, Wainwright. HopSkipJumpAttack: a query-efficient decision-based attack. IEEE S&P 2020,
         arXiv 1904.02144.
     """
-    max_iter = check_positive_int("max_iter", max_iter)
-    max_eval = check_positive_int("max_eval", max_eval)
-    init_eval = check_positive_int("init_eval", init_eval)
-    init_size = check_positive_int("init_size", init_size)
+    max_iter = check_int("max_iter", max_iter)
+    max_eval = check_int("max_eval", max_eval)
+    init_eval = check_int("init_eval", init_eval)
+    init_size = check_int("init_size", init_size)
     if init_eval > max_eval:
         raise ValueError(f"init_eval must be <= max_eval; got init_eval={init_eval}, max_eval={max_eval}")
 
@@ -271,13 +269,13 @@ def boundary(
     References:
         Brendel, Rauber, Bethge. Decision-based adversarial attacks. ICLR 2018, arXiv 1712.04248.
     """
-    max_iter = check_positive_int("max_iter", max_iter)
-    num_trial = check_positive_int("num_trial", num_trial)
-    sample_size = check_positive_int("sample_size", sample_size)
-    init_size = check_positive_int("init_size", init_size)
-    delta = check_positive_float("delta", delta)
-    epsilon = check_positive_float("epsilon", epsilon)
-    step_adapt = check_positive_float("step_adapt", step_adapt)
+    max_iter = check_int("max_iter", max_iter)
+    num_trial = check_int("num_trial", num_trial)
+    sample_size = check_int("sample_size", sample_size)
+    init_size = check_int("init_size", init_size)
+    delta = check_positive("delta", delta)
+    epsilon = check_positive("epsilon", epsilon)
+    step_adapt = check_positive("step_adapt", step_adapt)
     if step_adapt >= 1:
         raise ValueError(f"step_adapt must be in (0, 1); got step_adapt={step_adapt!r}")
 
@@ -339,13 +337,13 @@ def zoo(
         Chen, Zhang, Sharma, Yi, Hsieh. ZOO: zeroth order optimization based black-box attacks. AISec 2017,
         arXiv 1708.03999.
     """
-    max_iter = check_positive_int("max_iter", max_iter)
-    binary_search_steps = check_positive_int("binary_search_steps", binary_search_steps)
-    nb_parallel = check_positive_int("nb_parallel", nb_parallel)
-    learning_rate = check_positive_float("learning_rate", learning_rate)
-    initial_const = check_positive_float("initial_const", initial_const)
-    confidence = check_positive_float("confidence", confidence, allow_zero=True)
-    variable_h = check_positive_float("variable_h", variable_h)
+    max_iter = check_int("max_iter", max_iter)
+    binary_search_steps = check_int("binary_search_steps", binary_search_steps)
+    nb_parallel = check_int("nb_parallel", nb_parallel)
+    learning_rate = check_positive("learning_rate", learning_rate)
+    initial_const = check_positive("initial_const", initial_const)
+    confidence = check_positive("confidence", confidence, allow_zero=True)
+    variable_h = check_positive("variable_h", variable_h)
 
     def make(clf):
         from art.attacks.evasion import ZooAttack
@@ -360,6 +358,6 @@ def zoo(
 
 
 def _norm_of(norm: Any) -> str:
-    from qrobust_keras.attacks._common import parse_norm
+    from qrobust_keras.attacks.common import parse_norm
 
     return parse_norm(norm)

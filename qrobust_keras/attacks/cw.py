@@ -22,16 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_int, check_positive, num_classes
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.attacks import _gradients as G
-from qrobust_keras.attacks._common import AttackInfo, batches, enforce_constraints, parse_norm
-from qrobust_keras.attacks.pgd import check_int, check_positive, prepare, progbar
+from qrobust_keras.attacks import gradients as G
+from qrobust_keras.attacks.common import AttackInfo, batches, enforce_constraints, parse_norm
+from qrobust_keras.attacks.plumbing import ProgressBar, prepare
 
 
 def _build_cw(model: keras.Model, *, steps: int, search_steps: int, targeted: bool, confidence: float,
               x_spec: tf.TensorSpec):
     lm = G.get_logits_model(model)
-    n_classes = G.num_classes(lm)
+    n_classes = num_classes(lm)
     axes = list(range(1, len(x_spec.shape)))
     bshape = lambda v: tf.reshape(v, [-1] + [1] * len(axes))  # noqa: E731
 
@@ -124,21 +125,18 @@ def cw_l2(model: keras.Model, x: Any, y: Any = None, eps: float | None = None, n
     search = check_int("binary_search_steps", binary_search_steps)
     lr = check_positive("step_size", step_size)
     initial_const = check_positive("initial_const", initial_const)
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (
-            math.isfinite(confidence) and confidence >= 0):
-        raise ValueError(f"confidence must be a finite number >= 0; got confidence={confidence!r}")
+    confidence = check_positive("confidence", confidence, allow_zero=True)
     run = G.cached(model, ("cw", steps, search, targeted, float(confidence), x.shape[1:]),
                    lambda: _build_cw(model, steps=steps, search_steps=search, targeted=targeted,
                                      confidence=float(confidence), x_spec=G.x_signature(x)))
     out = np.empty_like(x)
-    bar = progbar(math.ceil(len(x) / batch_size), verbose, "cw_l2")
-    for i, sl in enumerate(batches(len(x), batch_size)):
+    bar = ProgressBar(math.ceil(len(x) / batch_size), verbose, "cw_l2")
+    for sl in batches(len(x), batch_size):
         x_b, _, _ = run(tf.constant(x[sl]), tf.constant(y[sl].astype(np.int32)), tf.constant(initial_const,
                         tf.float32), tf.constant(lr, tf.float32), tf.constant(clip_min, tf.float32),
                         tf.constant(clip_max, tf.float32))
         out[sl] = x_b.numpy()
-        if bar is not None:
-            bar.update(i + 1)
+        bar.update()
     if eps is None:
         x_adv = np.clip(out, clip_min, clip_max).astype(np.float32)
     else:

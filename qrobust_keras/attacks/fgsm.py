@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras
-from qrobust_keras.attacks.pgd import check_int, prepare, sign_gradient_attack
+from qrobust_keras.attacks.pgd import sign_gradient_attack
+from qrobust_keras.attacks.plumbing import prepare
 
 
 def fgsm(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf",

@@ -14,11 +14,12 @@ True
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from qrobust_keras._checks import check_int, check_positive
 from qrobust_keras._keras import keras
-from qrobust_keras.attacks.pgd import check_int, check_positive, prepare, sign_gradient_attack
+from qrobust_keras.attacks.pgd import sign_gradient_attack
+from qrobust_keras.attacks.plumbing import prepare
 
 
 def mim(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: Any = "inf", steps: int = 10,
@@ -39,11 +40,10 @@ def mim(model: keras.Model, x: Any, y: Any = None, eps: float = 8 / 255, norm: A
     model, x, y, norm, _ = prepare(model, x, y, eps, norm, targeted, clip_min, clip_max, batch_size, "mim")
     steps = check_int("steps", steps)
     eot = check_int("eot", eot)
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) or decay < 0:
-        raise ValueError(f"decay must be a finite number >= 0; got decay={decay!r}")
+    decay = check_positive("decay", decay, allow_zero=True)
     step_size = eps / steps if step_size is None else check_positive("step_size", step_size)
     x_adv, info = sign_gradient_attack(model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size,
                                        targeted=targeted, clip_min=clip_min, clip_max=clip_max,
                                        batch_size=batch_size, seed=seed, verbose=verbose, rand_init=False,
-                                       restarts=1, decay=float(decay), eot=eot, name="mim")
+                                       restarts=1, decay=decay, eot=eot, name="mim")
     return (x_adv, info) if return_info else x_adv

@@ -22,57 +22,18 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_int, check_positive, num_classes
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.attacks import _gradients as G
-from qrobust_keras.attacks._common import AttackInfo, batches, check_attack_inputs, enforce_constraints
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Validate an integer argument (``steps``, ``restarts``, ``eot``...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}")
-    return int(value)
-
-
-def check_positive(name: str, value: Any) -> float:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0; got {name}={value!r}")
-    return float(value)
-
-
-def prepare(model: Any, x: Any, y: Any, eps: float, norm: Any, targeted: bool, clip_min: float, clip_max: float,
-            batch_size: int, attack: str):
-    """Shared checks of the white-box attacks; returns (model, x, y, norm, n_classes)."""
-    model = G.require_keras_model(model, attack)
-    n_classes = G.num_classes(model)
-    check_int("batch_size", batch_size)
-    if y is None:
-        if targeted:
-            raise ValueError(f"{attack}: targeted=True needs y (the target classes); got y=None")
-        x_arr = np.asarray(x, np.float32)
-        x, _, norm = check_attack_inputs(x_arr, np.zeros(len(x_arr), np.int64), eps, norm, clip_min, clip_max)
-        y = G.predict_labels(model, x, batch_size)
-    else:
-        x, y, norm = check_attack_inputs(x, y, eps, norm, clip_min, clip_max, num_classes=n_classes)
-    in_shape = tuple(G.get_logits_model(model).input_shape[1:])
-    if len(in_shape) == x.ndim - 1 and any(d is not None and d != s for d, s in zip(in_shape, x.shape[1:])):
-        raise ValueError(f"x has sample shape {x.shape[1:]} but the model expects {in_shape}")
-    return model, x, y, norm, n_classes
-
-
-def progbar(n_batches: int, verbose: int, name: str):
-    if not verbose:
-        return None
-    print(f"{name}:")
-    return keras.utils.Progbar(n_batches, verbose=1 if verbose == 1 else 2, unit_name="batch")
+from qrobust_keras.attacks import gradients as G
+from qrobust_keras.attacks.common import AttackInfo, batches, enforce_constraints
+from qrobust_keras.attacks.plumbing import ProgressBar, prepare
 
 
 def _build_loop(model: keras.Model, *, steps: int, norm: str, loss: str, targeted: bool, eot: int,
                 decay: float | None, x_spec: tf.TensorSpec):
     """Compile ``(x, y, x_start, eps, step_size) -> (x_adv, found, final_loss)`` running all ``steps``."""
     lm = G.get_logits_model(model)
-    n_classes = G.num_classes(lm)
+    n_classes = num_classes(lm)
     stochastic = eot > 1
     loss_grad = G.make_loss_grad(lm, loss=loss, targeted=targeted, eot=eot, n_classes=n_classes,
                                  stochastic=stochastic)
@@ -128,8 +89,7 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
     hi.assign(clip_max)
     n = len(x)
     best = G.BestOverRestarts(x)
-    bar = progbar(restarts * math.ceil(n / batch_size), verbose, name)
-    done = 0
+    bar = ProgressBar(restarts * math.ceil(n / batch_size), verbose, name)
     for restart in range(restarts):
         if rand_init:
             start = G.random_start(np.random.default_rng([int(seed), restart]), x, eps, norm, clip_min, clip_max)
@@ -141,9 +101,7 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
                                            tf.constant(step_size, tf.float32))
             x_out, found, final_loss = x_out.numpy(), found.numpy(), final_loss.numpy().astype(np.float64)
             best.update(sl, x_out, found, final_loss)
-            done += 1
-            if bar is not None:
-                bar.update(done)
+            bar.update()
     x_adv = enforce_constraints(x, best.x, eps, norm, clip_min, clip_max)
     success = G.predict_labels(model, x_adv, batch_size)
     success = success == y if targeted else success != y

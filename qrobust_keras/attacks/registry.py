@@ -38,6 +38,7 @@ evaluations; Boundary: 1,000 instead of 5,000 iterations) so that a robustness s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any, Callable
 
@@ -168,6 +169,33 @@ def list_attacks(kind: str | None = None) -> list[str]:
     return [n for n, s in _REGISTRY.items() if kind is None or s.kind == kind]
 
 
+def resolve(attack: str | Callable, argument: str = "attack") -> tuple[str, Callable]:
+    """``(name, function)`` for a registered attack name or alias, or for a callable attack.
+
+    A name gives its registry name and its function with the variant's fixed arguments bound (``"apgd-dlr"``:
+    ``apgd(..., loss="dlr")``); a callable ``attack(model, x, y, eps=..., ...) -> x_adv`` is returned as is, named by
+    its ``__name__``.
+
+    Args:
+        attack: a name of :func:`list_attacks` (or an alias), or a callable.
+        argument: the caller's argument name, for messages.
+
+    Raises:
+        ValueError: unknown name. TypeError: neither a string nor a callable.
+    """
+    if isinstance(attack, str):
+        try:
+            spec = get_attack(attack)
+        except ValueError:
+            raise ValueError(f"{argument} must be one of {list_attacks()} (or an alias: {sorted(_ALIASES)}) or a "
+                             f"callable; got {argument}={attack!r}") from None
+        fn = spec.load()
+        return spec.name, functools.partial(fn, **spec.fixed) if spec.fixed else fn
+    if callable(attack):
+        return getattr(attack, "__name__", "attack"), attack
+    raise TypeError(f"{argument} must be an attack name {list_attacks()} or a callable; got {type(attack).__name__}")
+
+
 def available_attacks(kind: str | None = None) -> list[str]:
     """Registered attacks whose module imports in this environment."""
     names = []
@@ -206,7 +234,7 @@ def run_attack(name: str, model: Any, x: Any, y: Any, eps: float, norm: str = "i
     Returns whatever the attack returns (``(x_adv, info)`` when ``return_info=True`` is in ``common``).
     """
     spec = get_attack(name)
-    from qrobust_keras.attacks._common import parse_norm
+    from qrobust_keras.attacks.common import parse_norm
 
     norm = parse_norm(norm)
     if norm not in spec.norms:
@@ -217,4 +245,4 @@ def run_attack(name: str, model: Any, x: Any, y: Any, eps: float, norm: str = "i
 
 
 __all__ = ["AttackSpec", "Rel", "SCALES", "attack_kwargs", "available_attacks", "canonical_name", "get_attack",
-           "list_attacks", "run_attack"]
+           "list_attacks", "resolve", "run_attack"]

@@ -22,21 +22,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qrobust_keras.attacks._blackbox import (
-    MarginLoss,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
-    progress,
-    scores_fn,
-)
-from qrobust_keras.attacks._common import (
+from qrobust_keras._checks import check_int, check_positive
+from qrobust_keras.attacks._blackbox import MarginLoss, scores_fn
+from qrobust_keras.attacks.common import (
     AttackInfo,
     as_int_labels,
     batches,
     check_attack_inputs,
     enforce_constraints,
 )
+from qrobust_keras.attacks.plumbing import ProgressBar
 
 __all__ = ["spsa"]
 
@@ -160,15 +155,15 @@ def spsa(
     if norm != "inf":
         raise ValueError("spsa supports only the L-inf threat model of Uesato et al.; got norm='2' (use "
                          "square(norm=2) for a score-based L2 attack)")
-    steps = check_positive_int("steps", steps)
-    step_size = check_positive_float("step_size", step_size)
-    delta = check_positive_float("delta", delta)
-    spsa_samples = check_positive_int("spsa_samples", spsa_samples, minimum=2)
+    steps = check_int("steps", steps)
+    step_size = check_positive("step_size", step_size)
+    delta = check_positive("delta", delta)
+    spsa_samples = check_int("spsa_samples", spsa_samples, minimum=2)
     if spsa_samples % 2:
         raise ValueError(f"spsa_samples must be even (antithetic pairs); got spsa_samples={spsa_samples}")
-    spsa_iters = check_positive_int("spsa_iters", spsa_iters)
-    batch_size = check_positive_int("batch_size", batch_size)
-    seed = check_seed(seed)
+    spsa_iters = check_int("spsa_iters", spsa_iters)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
 
     n = len(x_in)
     predict = scores_fn(model_or_predict_fn, 1024)
@@ -177,7 +172,7 @@ def spsa(
     x_adv = x_in.copy()
     used = np.zeros(n, np.int64)
     success = np.zeros(n, bool)
-    bar = progress(n, verbose, "spsa")
+    bar = ProgressBar(n, verbose, "spsa", unit="sample")
     checked = False
 
     for sl in batches(n, batch_size):

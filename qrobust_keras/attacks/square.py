@@ -22,15 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from qrobust_keras.attacks._blackbox import (
-    MarginLoss,
-    check_positive_float,
-    check_positive_int,
-    check_seed,
-    progress,
-    scores_fn,
-)
-from qrobust_keras.attacks._common import AttackInfo, as_int_labels, check_attack_inputs, enforce_constraints
+from qrobust_keras._checks import check_int, check_positive
+from qrobust_keras.attacks._blackbox import MarginLoss, scores_fn
+from qrobust_keras.attacks.common import AttackInfo, as_int_labels, check_attack_inputs, enforce_constraints
+from qrobust_keras.attacks.plumbing import ProgressBar
 
 __all__ = ["square"]
 
@@ -141,12 +136,12 @@ def square(
     if x_in.ndim not in (3, 4):
         raise ValueError(f"x must be images of shape (n, H, W, C) or (n, H, W) for the square attack; got shape "
                          f"{x_in.shape}")
-    queries = check_positive_int("queries", queries)
-    batch_size = check_positive_int("batch_size", batch_size)
-    seed = check_seed(seed)
+    queries = check_int("queries", queries)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
     if p_init is None:
         p_init = 0.05 if norm == "inf" else 0.1
-    p_init = check_positive_float("p_init", p_init)
+    p_init = check_positive("p_init", p_init)
     if p_init > 1:
         raise ValueError(f"p_init must be in (0, 1]; got p_init={p_init!r}")
 
@@ -174,7 +169,7 @@ def square(
         lo, hi = _box_ends(xs, eps, clip_min, clip_max)
     pending = list(range(n - 1, -1, -1))  # pop() from the end -> samples enter in index order
     pool: list[int] = []
-    bar = progress(n, verbose, "square")
+    bar = ProgressBar(n, verbose, "square", unit="sample")
     checked_classes = False
 
     per_new = 2 if queries >= 2 else 1  # a new sample is scored clean and at its initial perturbation

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qrobust_keras.attacks._common import (
+from qrobust_keras.attacks.common import (
     AttackInfo,
     as_int_labels,
     as_predict_fn,

@@ -16,7 +16,8 @@ Example (the paths are the project's shared data folder beside a checkout; use y
 
 from qrobust_keras.data.augment import image_dataset, random_crop_flip
 from qrobust_keras.data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
-from qrobust_keras.data.cifar10 import find_cifar10, keras_cache_dir, load_cifar10, read_pickle_batch
+from qrobust_keras.data.cifar10 import download_cifar10, find_cifar10, keras_cache_dir, load_cifar10, read_pickle_batch
+from qrobust_keras.data.datasets import DATASETS, DataSpec, load_dataset
 from qrobust_keras.data.errors import CorruptDataError, DataNotFoundError, UnsafePickleError, WavFormatError
 from qrobust_keras.data.image_folder import list_image_folder, load_image_folder
 from qrobust_keras.data.mfcc import MFCC, MFCCConfig, librosa_mfcc, mfcc
@@ -30,7 +31,8 @@ from qrobust_keras.data.svhn import load_svhn, read_svhn_mat
 from qrobust_keras.data.wav import fit_length, load_clip, read_wav, resample
 
 __all__ = [
-    "load_cifar10", "find_cifar10", "keras_cache_dir", "read_pickle_batch", "CIFAR10_CLASSES",
+    "load_cifar10", "find_cifar10", "download_cifar10", "keras_cache_dir", "read_pickle_batch", "CIFAR10_CLASSES",
+    "DataSpec", "load_dataset", "DATASETS",
     "image_dataset", "random_crop_flip", "list_image_folder", "load_image_folder",
     "load_svhn", "read_svhn_mat",
     "load_speech_commands", "list_clips", "SPEECH_COMMANDS_LABELS", "speaker_id", "which_set",

@@ -27,7 +27,7 @@ from qrobust_keras.data.errors import CorruptDataError, DataNotFoundError
 from qrobust_keras.data.image_folder import load_image_folder
 from qrobust_keras.data.safe_pickle import safe_load
 
-__all__ = ["CLASS_NAMES", "DOWNLOAD_URL", "ENV_VAR", "find_cifar10", "keras_cache_dir", "load_cifar10",
+__all__ = ["CLASS_NAMES", "DOWNLOAD_URL", "ENV_VAR", "download_cifar10", "find_cifar10", "keras_cache_dir", "load_cifar10",
            "read_pickle_batch"]
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -183,21 +183,38 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, source: str = "au
     except DataNotFoundError:
         if not download or source == "images":
             raise
-        kind, path = "pickle", _download(verbose)
+        kind, path = "pickle", download_cifar10(verbose)
     if verbose:
         print(f"qrobust_keras: reading CIFAR-10 {'python batches' if kind == 'pickle' else 'images'} from {path}",
               file=sys.stderr)
     return _load_pickles(path) if kind == "pickle" else _load_images(path, num_workers, decoder)
 
 
-def _download(verbose: int) -> str:
+def download_cifar10(verbose: int = 1) -> str:
+    """Download the official CIFAR-10 python batches with Keras' loader into the Keras cache; returns their folder.
+
+    The only network access of the library, and only on request (``download=True``, ``qrobust ... --download``).
+
+    Raises:
+        DataNotFoundError: the download failed (no network, a proxy, a full disk); the message gives the reason and
+            how to get the files another way.
+    """
     from qrobust_keras._keras import keras
 
     target = keras_cache_dir()
-    print(f"qrobust_keras: CIFAR-10 not found locally; download=True, so downloading {DOWNLOAD_URL} "
-          f"(about 163 MB) into {os.path.dirname(target)}", file=sys.stderr)
-    path = keras.utils.get_file(PICKLE_DIR, origin=DOWNLOAD_URL, untar=True,
-                                cache_dir=os.path.dirname(os.path.dirname(target)), cache_subdir="datasets")
+    if _is_pickle_dir(target):
+        return target
+    # always reported, whatever ``verbose``: the library's only network access must never be silent
+    print(f"qrobust_keras: CIFAR-10 not found locally; downloading {DOWNLOAD_URL} (about 163 MB) into "
+          f"{os.path.dirname(target)}", file=sys.stderr)
+    try:
+        path = keras.utils.get_file(PICKLE_DIR, origin=DOWNLOAD_URL, untar=True,
+                                    cache_dir=os.path.dirname(os.path.dirname(target)), cache_subdir="datasets")
+    except Exception as exc:  # noqa: BLE001 - urllib, HTTP, tar and disk errors all mean: no data, say why
+        raise DataNotFoundError(
+            f"could not download CIFAR-10 from {DOWNLOAD_URL} ({type(exc).__name__}: {exc}). Without network "
+            f"access, download cifar-10-python.tar.gz on another machine, unpack it and pass its folder as "
+            f"data_dir / --data-dir (or set {ENV_VAR})") from None
     for candidate in (path, os.path.join(path, PICKLE_DIR), target):
         if _is_pickle_dir(candidate):
             return candidate

@@ -178,7 +178,7 @@ class MixedPrecisionEnsemble(keras.Model):
 
     def member_predictions(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Argmax labels of every member, shape (members, n)."""
-        from qrobust_keras.attacks._common import as_predict_fn
+        from qrobust_keras.attacks.common import as_predict_fn
 
         x = np.asarray(x, np.float32)
         return np.stack([as_predict_fn(m, batch_size)(x).argmax(axis=1) for m in self.members])
@@ -223,7 +223,7 @@ class EnsembleRobustness:
         return {"eps": self.eps, "n_samples": self.n_samples, "worst_case": self.worst_case, "rows": self.rows}
 
     def to_markdown(self) -> str:
-        from qrobust_keras.evaluation._diagnostics_common import markdown_table
+        from qrobust_keras.evaluation.common import markdown_table
 
         body = markdown_table(["attack", "kind", "robust accuracy", "settings"],
                               [[r["attack"], r["kind"], r["robust_accuracy"], r["settings"]] for r in self.rows])
@@ -252,9 +252,10 @@ def evaluate_ensemble(ensemble: MixedPrecisionEnsemble, x: Any, y: Any, eps: flo
     Returns:
         An :class:`EnsembleRobustness`.
     """
-    from qrobust_keras.attacks._gradients import has_stochastic_quantizers
-    from qrobust_keras.evaluation._diagnostics_common import check_inputs, num_classes, predict_labels
+    from qrobust_keras._checks import num_classes
+    from qrobust_keras.attacks.gradients import has_stochastic_quantizers
     from qrobust_keras.attacks.pgd import pgd
+    from qrobust_keras.evaluation.common import check_inputs, predict_labels
 
     if not isinstance(ensemble, keras.Model):
         raise TypeError(f"ensemble must be a Keras model; got {type(ensemble).__name__}")

@@ -29,24 +29,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from qrobust_keras.evaluation._diagnostics_common import (
-    BLACK_BOX,
+from qrobust_keras._checks import check_int, check_number, num_classes
+from qrobust_keras.attacks import registry
+from qrobust_keras.evaluation.common import (
     check_input_shape,
     check_inputs,
-    check_int,
     check_keras_model,
-    check_number,
     dump_json,
     fmt,
-    get_attack,
     markdown_table,
-    num_classes,
     predict_labels,
 )
 
 __all__ = ["MaskingCheck", "GradientMaskingReport", "diagnose_gradient_masking", "masking_diagnostic",
            "input_gradients", "CHECK_NAMES"]
 
+# The black-box attacks of check 2 (registry names): the score-based ones whose budget the check sets (Square's
+# queries, SPSA's steps); the registry's other black-box attacks are label-only or far slower.
+_BLACK_BOX = ("square", "spsa")
 CHECK_NAMES = ("iterative_vs_single_step", "white_box_vs_black_box", "white_box_vs_transfer", "unbounded_eps",
                "more_steps_restarts", "gradient_health", "eot")
 
@@ -159,7 +159,7 @@ def input_gradients(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 
     A gradient that does not exist (no differentiable path from the input) is returned as zeros.
     """
     from qrobust_keras._keras import tf
-    from qrobust_keras.attacks._gradients import cached, get_logits_model, stochastic_scope
+    from qrobust_keras.attacks.gradients import cached, get_logits_model, stochastic_scope
 
     lm = get_logits_model(model)
 
@@ -195,7 +195,7 @@ def input_gradients(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 
 
 
 def _is_stochastic(model: Any) -> bool:
-    from qrobust_keras.attacks._gradients import has_stochastic_quantizers
+    from qrobust_keras.attacks.gradients import has_stochastic_quantizers
 
     return bool(has_stochastic_quantizers(model))
 
@@ -301,9 +301,9 @@ def diagnose_gradient_masking(
     if isinstance(black_box, str):
         black_box = (black_box,)
     black_box = tuple(b.strip().lower() if isinstance(b, str) else b for b in black_box)
-    bad = [b for b in black_box if b not in BLACK_BOX]
+    bad = [b for b in black_box if b not in _BLACK_BOX]
     if bad or not black_box:
-        raise ValueError(f"black_box must be a non-empty list of {list(BLACK_BOX)}; got black_box={black_box!r}")
+        raise ValueError(f"black_box must be a non-empty list of {list(_BLACK_BOX)}; got black_box={black_box!r}")
     stochastic = _is_stochastic(model)
     if eot is None:
         eot = 8 if stochastic else 0
@@ -326,8 +326,8 @@ def diagnose_gradient_masking(
                          "classified samples only (check the labels and the input scaling)")
     xc, yc = x[correct], y[correct]
     common = dict(clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, seed=seed, verbose=0)
-    _, fgsm = get_attack("fgsm")
-    _, pgd = get_attack("pgd")
+    _, fgsm = registry.resolve("fgsm")
+    _, pgd = registry.resolve("pgd")
 
     def fooled(x_adv: np.ndarray, mdl: Any = model) -> np.ndarray:
         return predict_labels(mdl, x_adv, batch_size) != yc
@@ -359,7 +359,7 @@ def diagnose_gradient_masking(
     s_bb = 0.0
     for name in black_box:
         say(f"black-box {name}")
-        _, fn = get_attack(name)
+        _, fn = registry.resolve(name)
         if name == "square":
             x_bb = fn(model, xc, yc, eps=eps, queries=queries, clip_min=clip_min, clip_max=clip_max,
                       batch_size=batch_size, seed=seed, verbose=0)

@@ -34,14 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from qrobust_keras.evaluation._diagnostics_common import (
+from qrobust_keras._checks import check_int, num_classes
+from qrobust_keras.evaluation.common import (
     check_input_shape,
     check_inputs,
-    check_int,
     check_keras_model,
     dump_json,
     markdown_table,
-    num_classes,
 )
 
 __all__ = ["GradientMisalignment", "gradient_misalignment"]

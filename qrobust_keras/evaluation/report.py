@@ -22,10 +22,16 @@ from typing import Any
 from qrobust_keras._files import atomic_write, new_figure, save_figure
 
 
-def format_eps(eps: float, norm: str = "inf") -> str:
-    """``8/255`` for L-inf budgets on the 1/255 grid, else a short decimal."""
-    if norm == "inf" and eps > 0 and abs(eps * 510 - round(eps * 510)) < 1e-6:
-        return f"{round(eps * 255, 1):g}/255"
+def format_eps(eps: float, norm: str = "inf", scale: str = "image") -> str:
+    """The one label of a budget in every table, plot and JSON key: ``8/255`` for L-inf image budgets on the 1/255
+    grid (``0.5/255`` for half steps below 16/255), else a short decimal (``0.9``; L2 budgets, MFCC and waveform
+    units)."""
+    k = eps * 255
+    if norm == "inf" and scale != "audio" and eps > 0:
+        if abs(k - round(k)) < 1e-6:
+            return f"{round(k)}/255"
+        if k < 16 and abs(2 * k - round(2 * k)) < 1e-6:
+            return f"{round(k, 1):g}/255"
     return f"{eps:.4g}"
 
 
@@ -109,7 +115,7 @@ class RobustnessReport:
 
     def to_markdown(self) -> str:
         """A markdown summary: accuracy table (attacks x eps, worst case last) and per-run details."""
-        cols = [format_eps(e, self.norm) for e in self.eps]
+        cols = [format_eps(e, self.norm, self.settings.get("scale", "image")) for e in self.eps]
         norm_name = "L-inf" if self.norm == "inf" else "L2"
         lines = [f"Robustness of `{self.model}` on {self.n} samples, {norm_name}; clean accuracy "
                  f"{100 * self.clean_accuracy:.1f}%.", "",
@@ -189,3 +195,51 @@ class RobustnessReport:
         ax.legend(fontsize=8)
         fig.tight_layout()
         save_figure(fig, path)
+
+
+def evaluation_markdown(ev: dict[str, Any], title: str) -> str:
+    """Markdown table of a :func:`~qrobust_keras.evaluation.run_attacks` result (attacks x eps, worst case last,
+    C&W-L2 distortion when it ran)."""
+    labels = list(ev["worst"])
+    lines = [f"## {title}", "", f"{ev['n']} samples; clean accuracy {100 * ev['clean']:.1f}%.", "",
+             "| attack | " + " | ".join(f"eps {lab}" for lab in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for name, row in ev["results"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * row[lab]:.1f}%" for lab in labels) + " |")
+    lines.append("| **worst case** | " + " | ".join(f"**{100 * ev['worst'][lab]:.1f}%**" for lab in labels) + " |")
+    cw = ev.get("cw_l2_distortion")
+    if cw:
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.4g}"
+
+        lines += ["", f"C&W-L2 (minimum norm): fools {100 * cw['success']:.1f}% of the {cw['attacked']} correctly "
+                  f"classified samples; distortion of the examples found: L2 median {fmt(cw['median_l2'])} / mean "
+                  f"{fmt(cw['mean_l2'])}, L-inf median {fmt(cw['median_linf'])} / mean {fmt(cw['mean_linf'])} "
+                  "(input units)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_vs_eps(evaluations: dict[str, dict[str, Any]], path: str | os.PathLike,
+                         title: str = "robust accuracy vs eps") -> str:
+    """Several models in one PNG: per model its worst case (solid) and each attack (dashed), from
+    :func:`~qrobust_keras.evaluation.run_attacks` results; a result with an ``upper_bound`` note (black-box attacks
+    only) is drawn dotted and labelled as an upper bound. Written atomically; returns the path."""
+    fig = new_figure((6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, ev in evaluations.items():
+        keys = list(ev["worst"])
+        xs = [0.0] + [e * 255 for e in ev["eps"]]
+        bound = bool(ev.get("upper_bound"))  # black-box only: drawn dotted, never labelled a worst case
+        line, = ax.plot(xs, [100 * ev["clean"]] + [100 * ev["worst"][k] for k in keys], "o:" if bound else "o-",
+                        label=f"{label} ({'black-box only: upper bound' if bound else 'worst case'})")
+        for name, row in ev["results"].items():
+            ax.plot(xs, [100 * ev["clean"]] + [100 * row[k] for k in keys], "--", alpha=0.5,
+                    color=line.get_color(), label=f"{label}: {name}")
+    ax.set_xlabel("eps (x 1/255, L-inf)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)

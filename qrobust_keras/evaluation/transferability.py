@@ -32,16 +32,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from qrobust_keras._files import new_figure, save_figure
-from qrobust_keras.evaluation._diagnostics_common import (
+from qrobust_keras._checks import check_int, check_number, num_classes
+from qrobust_keras.attacks import registry
+from qrobust_keras.evaluation.common import (
     check_input_shape,
     check_inputs,
-    check_int,
     check_keras_model,
-    check_number,
     dump_json,
-    get_attack,
     markdown_table,
-    num_classes,
     predict_labels,
 )
 
@@ -139,8 +137,9 @@ def transferability(
         models: ``{name: Keras model}``, at least one; all take the same inputs and output the same classes.
         x: inputs in [clip_min, clip_max], shape (n, ...). Use exact (not JPEG) images for adversarial numbers.
         y: true labels, int (n,) or one-hot.
-        attack: an attack name (``"fgsm"``, ``"bim"``, ``"pgd"``, ``"mim"``, ``"apgd"``, ``"square"``, ``"spsa"``)
-            or a callable ``attack(model, x, y, eps=..., seed=..., ...) -> x_adv``.
+        attack: a registered attack name or alias (:func:`qrobust_keras.attacks.registry.list_attacks`: ``"fgsm"``,
+            ``"pgd"``, ``"apgd-ce"``, ``"square"``, ``"spsa"``...) or a callable
+            ``attack(model, x, y, eps=..., seed=..., ...) -> x_adv``.
         eps: L-inf budget in input units.
         attack_kwargs: extra arguments of the attack (``steps``, ``eot``, ``queries``...).
         clip_min, clip_max: valid input range.
@@ -170,14 +169,14 @@ def transferability(
     span = float(clip_max) - float(clip_min)
     eps = check_number("eps", eps, 0.0, span)
     batch_size = check_int("batch_size", batch_size)
-    attack_name, attack_fn = get_attack(attack)
+    attack_name, attack_fn = registry.resolve(attack)
     kwargs = dict(attack_kwargs or {})
     for reserved in ("eps", "seed", "clip_min", "clip_max", "x", "y"):
         if reserved in kwargs:
             raise ValueError(f"attack_kwargs must not contain {reserved!r}; pass it as transferability's own "
                              "argument")
     kwargs.setdefault("verbose", 0)
-    if attack_name in ("fgsm", "bim", "pgd", "mim", "apgd", "square"):
+    if isinstance(attack, str) and attack_name != "spsa":  # SPSA's batch_size multiplies its samples per step
         kwargs.setdefault("batch_size", batch_size)
 
     k = len(mlist)

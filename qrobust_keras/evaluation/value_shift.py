@@ -43,10 +43,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from qrobust_keras.evaluation._diagnostics_common import (
-    check_int,
+from qrobust_keras._checks import check_int, check_number
+from qrobust_keras.evaluation.common import (
     check_keras_model,
-    check_number,
     dump_json,
     markdown_table,
 )

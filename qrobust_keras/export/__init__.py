@@ -6,8 +6,10 @@ from qrobust_keras.export.runner import RUNTIMES, InputGrid, TFLiteFormatError, 
 from qrobust_keras.export.tflite import ExportError, ExportInfo, convert, export_tflite, write_atomic
 from qrobust_keras.export.c_array import to_c_array
 from qrobust_keras.export.tflm import MLCOMMONS_RESNET8_INT8, TFLMFootprint, tflm_footprint
+from qrobust_keras.export.bundle import export_files
+from qrobust_keras.export.fidelity import RUNTIME_CHOICES, compare_runtimes
 
 __all__ = ["export_tflite", "ExportInfo", "ExportError", "convert", "write_atomic", "plain_clone", "ClonePlan",
            "quantized_weights", "UnsupportedLayerError", "TFLiteModel", "InputGrid", "TFLiteFormatError",
            "load_tflite_bytes", "RUNTIMES", "flatbuffer", "to_c_array", "tflm_footprint", "TFLMFootprint",
-           "MLCOMMONS_RESNET8_INT8"]
+           "MLCOMMONS_RESNET8_INT8", "export_files", "compare_runtimes", "RUNTIME_CHOICES"]

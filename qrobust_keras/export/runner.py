@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_int
+
 __all__ = ["TFLiteModel", "InputGrid", "RUNTIMES", "load_tflite_bytes", "TFLiteFormatError"]
 
 RUNTIMES = ("litert", "tflite", "tflm")
@@ -187,8 +189,7 @@ class TFLiteModel:
         if kernels not in _KERNELS:
             raise ValueError(f"kernels must be one of {list(_KERNELS)}; got kernels={kernels!r}")
         self.kernels = kernels
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got batch_size={batch_size!r}")
+        check_int("batch_size", batch_size, accepted="a positive integer")
         if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None; got num_threads={num_threads!r}")
         self.model_bytes = load_tflite_bytes(model)
@@ -373,9 +374,8 @@ class TFLiteModel:
         dequantized; float files get float32 inputs unchanged.
         """
         x = self._check_x(x)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer; got batch_size={batch_size!r}")
+        if batch_size is not None:
+            check_int("batch_size", batch_size, accepted="a positive integer")
         step = min(int(batch_size or self.batch_size), self.batch_size) if self.batched else len(x)
         out = np.empty((len(x), self.num_classes), np.float32)
         # Quantize chunk by chunk: one batch of codes stays in cache between quantization and invoke (measured

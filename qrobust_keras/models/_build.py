@@ -17,12 +17,6 @@ def check_overrides_matched(policy: QuantPolicy, model: keras.Model) -> None:
                          f"{names}")
 
 
-def check_positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer; got {argument}={value!r}")
-    return value
-
-
 def check_input_shape(input_shape: Any, rank: int = 3) -> tuple:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
     if shape is None or len(shape) != rank or not all(isinstance(d, int) and d > 0 for d in shape):

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras
-from qrobust_keras.models._build import check_input_shape, check_overrides_matched, check_positive_int
+from qrobust_keras.models._build import check_input_shape, check_overrides_matched
 from qrobust_keras.quantization import QuantPolicy
 from qrobust_keras.quantization import layers as qlayers
 
@@ -47,8 +48,8 @@ def ds_cnn(num_classes: int = 12, input_shape: tuple = (49, 10, 1), policy: Any 
     Returns:
         A functional ``tf_keras`` model from MFCC features to softmax scores (pre-softmax layer ``logits``).
     """
-    check_positive_int(num_classes, "num_classes")
-    check_positive_int(filters, "filters")
+    check_int("num_classes", num_classes, accepted="a positive integer")
+    check_int("filters", filters, accepted="a positive integer")
     input_shape = check_input_shape(input_shape)
     policy = QuantPolicy.from_any(policy)
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None

@@ -47,7 +47,9 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
         raise ValueError(f"path={path!r} is a folder without saved_model.pb; expected a SavedModel folder")
     if not is_dir and not path.lower().endswith((".h5", ".hdf5", ".keras")):
         raise ValueError(f"path={path!r} has an unknown suffix; accepted: .h5, .hdf5, .keras or a SavedModel folder")
-    import qrobust_keras  # noqa: F401  (imports every subpackage, registering the library's custom layers)
+    import qrobust_keras
+
+    qrobust_keras.import_all()  # registers every custom layer and quantizer of the library
 
     with keras.utils.custom_object_scope(custom_objects()):
         return keras.models.load_model(path, compile=compile)

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras
-from qrobust_keras.models._build import check_input_shape, check_overrides_matched, check_positive_int
+from qrobust_keras.models._build import check_input_shape, check_overrides_matched
 from qrobust_keras.quantization import QuantPolicy
 from qrobust_keras.quantization import layers as qlayers
 
@@ -65,7 +66,7 @@ def resnet8(num_classes: int = 10, input_shape: tuple = (32, 32, 3), policy: Any
     Raises:
         ValueError: for a bad num_classes, input_shape, policy, or overrides that match no layer.
     """
-    check_positive_int(num_classes, "num_classes")
+    check_int("num_classes", num_classes, accepted="a positive integer")
     stack_filters = resnet8_filters(filters)
     if not isinstance(quantize_add_inputs, bool):
         raise ValueError(f"quantize_add_inputs must be True or False; got {quantize_add_inputs!r}")

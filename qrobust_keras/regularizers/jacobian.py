@@ -1,4 +1,6 @@
-"""Per-layer Jacobian regularization (random-projection estimator, Keras callback) and Jacobian norms for reports.
+"""Per-layer Jacobian regularization: the random-projection estimator of the penalty, the penalty for custom training
+loops, and Jacobian norms for reports. The ``model.fit`` callback that adds it to training is
+:class:`qrobust_keras.training.JacobianRegularization`.
 
 The regularizer penalises how fast chosen layer outputs ``h_l`` (the logits, or every weighted/quantized layer)
 change with the input ``x``:
@@ -13,31 +15,34 @@ Example:
 
 >>> import numpy as np
 >>> import qrobust_keras as qrk
->>> from qrobust_keras._keras import keras
+>>> from qrobust_keras._keras import keras, tf
 >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="fc"),
 ...                           keras.layers.Dense(3, name="logits"), keras.layers.Activation("softmax")])
->>> model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
->>> x, y = np.random.rand(64, 8).astype("float32"), np.random.randint(0, 3, 64)
->>> jr = qrk.JacobianRegularization(weight=0.01, layers="all", n_proj=1)
->>> history = model.fit(x, y, epochs=2, verbose=0, callbacks=[jr])
->>> sorted(k for k in history.history if k.startswith("jr"))
-['jr', 'jr/fc', 'jr/logits']
+>>> x = np.random.rand(64, 8).astype("float32")
+>>> with tf.GradientTape() as tape:   # a custom training loop adds R to its loss
+...     penalty = qrk.regularizers.jacobian_penalty(model, x, layers="all", weight=0.01)
+>>> len(tape.gradient(penalty, model.trainable_weights))
+4
 >>> norms = qrk.jacobian_norm(model, x, layers="all", exact=True)   # {"fc": ..., "logits": ...}
+>>> sorted(norms)
+['fc', 'logits']
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
+from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import logits_tensor
-from qrobust_keras.training.step import StepContext, TrainStepHook
 
-__all__ = ["JacobianRegularization", "jacobian_norm", "jacobian_penalty", "resolve_layers"]
+# The estimator's building blocks (check_*, sq_norm_terms, layer_estimates, fold_key) are public by convention for
+# qrobust_keras.training.jacobian, the callback built on them; the user-facing names are these.
+__all__ = ["jacobian_norm", "jacobian_penalty", "resolve_layers"]
 
 LayersArg = Union[str, Sequence[str], Mapping[str, float]]
 _ESTIMATORS = ("fused", "per_layer")
@@ -85,7 +90,7 @@ def _logits(model):
 
 
 def resolve_layers(model: keras.Model, layers: LayersArg = "output", weight: float | None = None) -> list:
-    """Resolve the ``layers`` argument of :class:`JacobianRegularization` into ``[(name, tensor, lambda_l)]``.
+    """Resolve the ``layers`` argument of :class:`~qrobust_keras.training.JacobianRegularization` into ``[(name, tensor, lambda_l)]``.
 
     Args:
         model: a functional or Sequential Keras/QKeras model.
@@ -113,9 +118,9 @@ def resolve_layers(model: keras.Model, layers: LayersArg = "output", weight: flo
                 f"weight={weight!r} cannot be combined with a dict of per-layer lambdas (layers={dict(layers)!r}); "
                 "put every lambda in the dict"
             )
-        spec = [(name, _check_weight(value, f"layers[{name!r}]")) for name, value in layers.items()]
+        spec = [(name, check_weight(value, f"layers[{name!r}]")) for name, value in layers.items()]
     else:
-        lam = _check_weight(0.01 if weight is None else weight, "weight")
+        lam = check_weight(0.01 if weight is None else weight, "weight")
         if isinstance(layers, str):
             if layers not in ("output", "all"):
                 raise ValueError(
@@ -166,7 +171,8 @@ def resolve_layers(model: keras.Model, layers: LayersArg = "output", weight: flo
     return out
 
 
-def _check_weight(value, what: str) -> float:
+def check_weight(value, what: str) -> float:
+    """A lambda: a finite number >= 0, as float (``what`` names it in the message)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise ValueError(f"{what} must be a finite number >= 0; got {value!r}")
     if value < 0:
@@ -174,7 +180,8 @@ def _check_weight(value, what: str) -> float:
     return float(value)
 
 
-def _check_n_proj(n_proj) -> int:
+def check_n_proj(n_proj) -> int:
+    """Random projections per sample: an integer >= 1, or -1 for the exact norm."""
     if isinstance(n_proj, bool) or not isinstance(n_proj, numbers.Integral) or (n_proj < 1 and n_proj != -1):
         raise ValueError(
             f"n_proj must be a positive integer (random projections per sample) or -1 (exact norm); got "
@@ -183,13 +190,15 @@ def _check_n_proj(n_proj) -> int:
     return int(n_proj)
 
 
-def _check_projection(projection) -> str:
+def check_projection(projection) -> str:
+    """``"rademacher"`` or ``"sphere"``."""
     if projection not in _PROJECTIONS:
         raise ValueError(f"projection must be one of {_PROJECTIONS}; got projection={projection!r}")
     return projection
 
 
-def _check_estimator(estimator) -> str:
+def check_estimator(estimator) -> str:
+    """``"fused"`` or ``"per_layer"``."""
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {_ESTIMATORS}; got estimator={estimator!r}")
     return estimator
@@ -243,11 +252,12 @@ def _exact_sq(tape, h, sources) -> tf.Tensor:
     return total
 
 
-def _fold(key, value):
+def fold_key(key, value):
+    """A new stateless seed from ``key`` and an integer (step, layer, replica...)."""
     return tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
 
 
-def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_layers, projection="rademacher"):
+def sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_layers, projection="rademacher"):
     """Estimate sum_l lambda_l ||J_l(x_i)||_F^2 per sample and, when cheap or asked, each ||J_l(x_i)||_F^2.
 
     Returns ``(weighted [B], per_layer list of [B] or None)``. ``key`` is a stateless seed (shape [2]).
@@ -260,7 +270,7 @@ def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_l
                 continue
             acc = None
             for p in range(n_proj):
-                r = _projection(h, _fold(_fold(key, idx), p), projection)
+                r = _projection(h, fold_key(fold_key(key, idx), p), projection)
                 s = _per_sample_sq(_vjp(tape, [h], [r], sources))
                 acc = s if acc is None else acc + s
             per_layer.append(acc / n_proj)
@@ -274,20 +284,20 @@ def _sq_norm_terms(tape, sources, feats, lambdas, n_proj, estimator, key, want_l
         for idx, (h, lam) in enumerate(zip(feats, lambdas)):
             if lam == 0.0:
                 continue
-            r = _projection(h, _fold(_fold(key, idx), p), projection)
+            r = _projection(h, fold_key(fold_key(key, idx), p), projection)
             targets.append(h)
             cotangents.append(math.sqrt(lam) * r)
         s = _per_sample_sq(_vjp(tape, targets, cotangents, sources))
         acc = s if acc is None else acc + s
     weighted = acc / n_proj
-    return weighted, (_layer_estimates(tape, sources, feats, _fold(key, 7919), projection) if want_layers else None)
+    return weighted, (layer_estimates(tape, sources, feats, fold_key(key, 7919), projection) if want_layers else None)
 
 
-def _layer_estimates(tape, sources, feats, key, projection) -> list:
+def layer_estimates(tape, sources, feats, key, projection) -> list:
     """One-projection estimate of each ||J_l(x_i)||_F^2 (one first-order backward per layer), for logging."""
     out = []
     for idx, h in enumerate(feats):
-        r = _projection(h, _fold(key, idx), projection)
+        r = _projection(h, fold_key(key, idx), projection)
         out.append(_per_sample_sq(_vjp(tape, [h], [r], sources)))
     return out
 
@@ -308,7 +318,7 @@ class _Probe:
             for s in sources:
                 tape.watch(s)
             feats = tf.nest.flatten(self.model(x, training=training))
-        return _sq_norm_terms(tape, sources, feats, self.lambdas, n_proj, estimator, key, want_layers, projection)
+        return sq_norm_terms(tape, sources, feats, self.lambdas, n_proj, estimator, key, want_layers, projection)
 
 
 def _seed_key(seed) -> tf.Tensor:
@@ -328,23 +338,23 @@ def jacobian_penalty(
 ) -> tf.Tensor:
     """The Jacobian regularization term R for one batch, differentiable with respect to the weights.
 
-    ``R = sum_l lambda_l * 1/2 * mean_i ||d h_l(x_i)/d x_i||_F^2``, estimated as in :class:`JacobianRegularization`
+    ``R = sum_l lambda_l * 1/2 * mean_i ||d h_l(x_i)/d x_i||_F^2``, estimated as in :class:`~qrobust_keras.training.JacobianRegularization`
     (use it in a custom training loop inside a ``tf.GradientTape``).
 
     Args:
         model: functional or Sequential Keras/QKeras model.
         x: a batch of inputs (array or tensor; nested for multi-input models: the Jacobian is taken with respect to
             all of them together).
-        layers, weight, n_proj, estimator, projection: as in :class:`JacobianRegularization`.
+        layers, weight, n_proj, estimator, projection: as in :class:`~qrobust_keras.training.JacobianRegularization`.
         seed: integer seed of the projections (a tensor works too, so a ``tf.function`` need not retrace).
         training: run the forward pass in training mode (BatchNorm batch statistics, stochastic quantizers).
 
     Returns:
         Scalar tensor R.
     """
-    n_proj = _check_n_proj(n_proj)
-    estimator = _check_estimator(estimator)
-    projection = _check_projection(projection)
+    n_proj = check_n_proj(n_proj)
+    estimator = check_estimator(estimator)
+    projection = check_projection(projection)
     probe = _Probe(model, layers, weight)
     weighted, _ = probe.terms(x, n_proj, estimator, _seed_key(seed), training, False, projection)
     return 0.5 * tf.reduce_mean(weighted)
@@ -374,18 +384,17 @@ def jacobian_norm(
             error about sqrt(2 / (n_proj * effective rank)); the square root is then taken per sample).
         seed: seed of the projections.
         batch_size: samples per forward/backward pass.
-        projection: ``"rademacher"`` or ``"sphere"`` (see :class:`JacobianRegularization`).
+        projection: ``"rademacher"`` or ``"sphere"`` (see :class:`~qrobust_keras.training.JacobianRegularization`).
 
     Returns:
         ``{layer name: mean Frobenius norm}`` as Python floats, in the order of ``layers``.
     """
     if not exact:
-        n_proj = _check_n_proj(n_proj)
+        n_proj = check_n_proj(n_proj)
         if n_proj == -1:
             exact = True
-    projection = _check_projection(projection)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got batch_size={batch_size!r}")
+    projection = check_projection(projection)
+    check_int("batch_size", batch_size, accepted="a positive integer")
     probe = _Probe(model, dict.fromkeys(layers, 1.0) if isinstance(layers, Mapping) else layers, None)
     n_proj_eff = -1 if exact else n_proj
 
@@ -401,252 +410,7 @@ def jacobian_norm(
     sums = np.zeros(len(probe.names), dtype=np.float64)
     for b, start in enumerate(range(0, n, batch_size)):
         xb = tf.nest.pack_sequence_as(x, [tf.convert_to_tensor(t[start:start + batch_size], tf.float32) for t in flat])
-        key = _fold(_seed_key(seed), b)
+        key = fold_key(_seed_key(seed), b)
         for i, norms in enumerate(run(xb, key)):
             sums[i] += float(tf.reduce_sum(norms))
     return {name: sums[i] / n for i, name in enumerate(probe.names)}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The callback
-# ---------------------------------------------------------------------------------------------------------------------
-@keras.saving.register_keras_serializable(package="qrobust_keras")
-class JacobianRegularization(TrainStepHook):
-    """Keras callback that adds (per-layer) Jacobian regularization to ``model.fit``.
-
-    While ``fit`` runs, the model's train step minimises ``loss + s(epoch) * R`` with
-
-        R = sum_l lambda_l * 1/2 * mean_i ||d h_l(x_i) / d x_i||_F^2,
-
-    where ``h_l`` are the chosen layer outputs (logits before the softmax for ``"output"``) and the mean runs over
-    the batch (unweighted: ``sample_weight``/``class_weight`` weigh the task loss only). ``||J||_F^2`` is estimated
-    with random projections (Hoffman, Roberts, Yaida 2019, arXiv 1908.02729): for a random unit vector ``v`` of the
-    output dimension ``C`` with ``E[v v^T] = I / C``, ``E_v[C ||v^T J||^2] = ||J||_F^2``, and ``v^T J`` is one
-    backward pass; the gradient of R with respect to the weights is taken through that backward pass (double
-    backprop). Per-layer JR of quantized models follows Ayaz et al. 2023 (arXiv 2304.12829).
-
-    Projections: ``"sphere"`` draws ``v`` uniform on the unit sphere, as Hoffman et al.; ``"rademacher"`` (default)
-    draws ``v = r / sqrt(C)`` with independent random signs ``r`` (a random vertex of the cube inscribed in the
-    sphere). Both are unbiased; Rademacher has the smaller variance (Hutchinson 1990: it drops the diagonal terms of
-    ``J J^T`` from the variance) and is drawn as random bits, about 10x cheaper than normals - which matters for
-    ``layers="all"``, whose projections are as large as the activations (2M numbers per ResNet-8 layer at batch 128).
-
-    Estimators (both unbiased):
-
-    * ``"fused"``: one backward pass of ``sum_l sqrt(lambda_l C_l) <v_l, h_l>`` for all layers. Because the ``v_l``
-      are independent with zero mean, the cross terms ``<J_l^T v_l, J_m^T v_m>`` vanish in expectation, so the cost
-      is that of JR on the output alone; the price is extra variance from those cross terms (largest when layers
-      have large, aligned Jacobians).
-    * ``"per_layer"``: one backward pass per layer and projection (no cross terms, lower variance, about L times
-      the backward cost for L layers).
-
-    The forward pass is the training-mode pass that also produces the loss (no extra forward): BatchNorm uses the
-    batch statistics, so each sample's Jacobian also contains its O(1/batch) effect on them, as in Hoffman et al.'s
-    implementation. Through QKeras quantizers the Jacobian is the straight-through surrogate: the quantized forward
-    is piecewise constant, and the regularizer shrinks the Jacobian of the STE's identity/clipped-identity backward
-    (with stochastic quantizers, of the random forward draw of that step).
-
-    Logged every step into ``history``/TensorBoard (epoch means):
-
-    * ``jr``: the penalty actually added to the loss, ``s(epoch) * R`` (``loss`` stays the compiled task loss);
-    * ``jr/<layer>``: ``1/2 mean_i ||J_l||_F^2`` of each layer, without lambda. With ``estimator="per_layer"`` or
-      ``n_proj=-1`` these come for free each step; with ``"fused"`` they need extra first-order backward passes
-      and are measured on the first batch of each epoch and every ``log_layers_every`` batches.
-
-    The model's own ``train_step`` is restored when ``fit`` ends; nothing is left on the model, so saving and
-    loading work as usual. It composes with :class:`~qrobust_keras.training.AdversarialTraining` in the same ``fit``
-    in any order (see :mod:`qrobust_keras.training.step`), and runs under ``tf.distribute`` strategies (the penalty
-    is scaled like Keras' compiled loss; each replica draws its own projections).
-
-    Args:
-        weight: lambda of every regularized layer (default 0.01, the value of Hoffman et al.); leave ``None`` when
-            ``layers`` is a dict.
-        layers: ``"output"``, ``"all"`` (every Dense/Conv/DepthwiseConv layer, QKeras ones included, and every
-            non-softmax QActivation), a list of layer names, or a dict ``name -> lambda_l``.
-        n_proj: random projections per sample and step (>= 1), or -1 for the exact norm (one backward pass per
-            output unit: small models and tests only).
-        estimator: ``"fused"`` or ``"per_layer"``.
-        warmup_epochs: the schedule ``s(epoch) = min(1, epoch / warmup_epochs)`` ramps lambda linearly from 0 (first
-            epoch unregularized); 0 disables warm-up.
-        schedule: optional ``epoch -> s`` callable replacing the warm-up ramp (s >= 0).
-        log_layers_every: with ``"fused"``, log ``jr/<layer>`` every this many batches (0: never).
-        seed: seed of the projections (default: drawn from numpy's global generator when training starts).
-        projection: ``"rademacher"`` or ``"sphere"`` (see above).
-        every: lazy regularization (Karras et al. 2020, arXiv 1912.04958, for their R1 penalty): add ``every * R``
-            on every ``every``-th optimizer step and nothing on the others - the same penalty on average over steps,
-            for about ``1/every`` of the extra cost. 1 (default): every step.
-
-    Raises:
-        ValueError: negative or non-finite weights, ``n_proj`` not >= 1 or -1, unknown estimator, unknown or
-            duplicated layer names (when training starts), negative ``warmup_epochs``.
-    """
-
-    stage = 10
-    needs_input_gradients = True
-
-    def __init__(
-        self,
-        weight: float | None = None,
-        layers: LayersArg = "output",
-        n_proj: int = 1,
-        estimator: str = "fused",
-        warmup_epochs: int = 0,
-        schedule: Callable[[int], float] | None = None,
-        log_layers_every: int = 25,
-        seed: int | None = None,
-        projection: str = "rademacher",
-        every: int = 1,
-    ):
-        super().__init__()
-        if weight is not None:
-            _check_weight(weight, "weight")
-        if isinstance(layers, Mapping):
-            if weight is not None:
-                raise ValueError(
-                    f"weight={weight!r} cannot be combined with a dict of per-layer lambdas; put every lambda in "
-                    "the dict"
-                )
-            for name, value in layers.items():
-                _check_weight(value, f"layers[{name!r}]")
-            if not layers:
-                raise ValueError("layers is an empty dict; name at least one layer")
-        elif isinstance(layers, str):
-            if layers not in ("output", "all"):
-                raise ValueError(
-                    f"layers must be 'output', 'all', a list of layer names or a dict name -> lambda; got "
-                    f"layers={layers!r} (to regularize one layer by name, pass [{layers!r}])"
-                )
-        elif not (isinstance(layers, Sequence) and layers and all(isinstance(n, str) for n in layers)):
-            raise ValueError(
-                f"layers must be 'output', 'all', a non-empty list of layer names or a dict name -> lambda; got "
-                f"layers={layers!r}"
-            )
-        self.weight = weight
-        self.layers = dict(layers) if isinstance(layers, Mapping) else (
-            layers if isinstance(layers, str) else list(layers))
-        self.n_proj = _check_n_proj(n_proj)
-        self.estimator = _check_estimator(estimator)
-        self.projection = _check_projection(projection)
-        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-            raise ValueError(f"every must be an integer >= 1 (regularize every k-th step); got every={every!r}")
-        self.every = int(every)
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral) or warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an integer >= 0; got warmup_epochs={warmup_epochs!r}")
-        self.warmup_epochs = int(warmup_epochs)
-        if schedule is not None and not callable(schedule):
-            raise ValueError(f"schedule must be a callable epoch -> factor or None; got {schedule!r}")
-        self.schedule = schedule
-        if isinstance(log_layers_every, bool) or not isinstance(log_layers_every, numbers.Integral) \
-                or log_layers_every < 0:
-            raise ValueError(f"log_layers_every must be an integer >= 0; got log_layers_every={log_layers_every!r}")
-        self.log_layers_every = int(log_layers_every)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"seed must be an integer or None; got seed={seed!r}")
-        self.seed = seed
-        self._resolved = None
-
-    def get_config(self) -> dict:
-        return {
-            "weight": self.weight, "layers": self.layers, "n_proj": self.n_proj, "estimator": self.estimator,
-            "warmup_epochs": self.warmup_epochs, "log_layers_every": self.log_layers_every, "seed": self.seed,
-            "projection": self.projection, "every": self.every,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> "JacobianRegularization":
-        return cls(**config)
-
-    # -- schedule -----------------------------------------------------------------------------------------------------
-    def scale(self, epoch: int) -> float:
-        """The factor s(epoch) multiplying every lambda at ``epoch`` (0-based, counting across fit calls)."""
-        if self.schedule is not None:
-            s = float(self.schedule(int(epoch)))
-            if not math.isfinite(s) or s < 0:
-                raise ValueError(f"schedule({epoch}) must be a finite number >= 0; got {s!r}")
-            return s
-        if self.warmup_epochs == 0:
-            return 1.0
-        return min(1.0, epoch / self.warmup_epochs)
-
-    @property
-    def layer_names(self) -> list:
-        """Names of the regularized layers (known once training has started)."""
-        return [name for name, _, _ in self._resolved] if self._resolved else []
-
-    # -- hook ---------------------------------------------------------------------------------------------------------
-    def on_train_begin(self, logs=None):
-        model = self.model
-        self._resolved = resolve_layers(model, self.layers, None if isinstance(self.layers, dict) else self.weight)
-        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
-        self._key = tf.constant([seed, 0x1A2B], tf.int64)
-        self._exact_or_per_layer = self.n_proj == -1 or self.estimator == "per_layer"
-        with model.distribute_strategy.scope():
-            self._scale = tf.Variable(self.scale(0), trainable=False, dtype=tf.float32, name="jr_scale")
-            self._log_now = tf.Variable(True, trainable=False, name="jr_log_layers")
-            self._jr = keras.metrics.Mean(name="jr")
-            self._jr_layers = [keras.metrics.Mean(name=f"jr/{name}") for name in self.layer_names]
-        super().on_train_begin(logs)
-
-    def on_train_end(self, logs=None):
-        super().on_train_end(logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._scale.assign(self.scale(epoch))
-        self._jr.reset_state()
-        for m in self._jr_layers:
-            m.reset_state()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self._exact_or_per_layer:
-            every = self.log_layers_every
-            self._log_now.assign(every > 0 and batch % every == 0)  # batch 0 of every epoch included
-
-    def feature_tensors(self, model):
-        return {name: tensor for name, tensor, _ in self._resolved}
-
-    def penalty(self, ctx: StepContext):
-        names = self.layer_names
-        feats = [ctx.features[name] for name in names]
-        lambdas = [lam for _, _, lam in self._resolved]
-        sources = tf.nest.flatten(ctx.x)
-        for s in sources:
-            if not s.dtype.is_floating:
-                raise TypeError(
-                    f"JacobianRegularization needs float inputs to differentiate with respect to; got {s.dtype}"
-                )
-        key = _fold(_fold(self._key, ctx.step), ctx.replica_id)
-        n_layer_vals = len(feats) if self._exact_or_per_layer else 0
-
-        def regularize():
-            weighted, per_layer = _sq_norm_terms(
-                ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, False, self.projection
-            )
-            return [0.5 * tf.reduce_mean(weighted)] + [0.5 * tf.reduce_mean(s) for s in (per_layer or [])]
-
-        if self.every == 1:
-            vals, active = regularize(), 1.0
-        else:  # lazy regularization: every k-th step, k times stronger
-            on = tf.equal(ctx.step % self.every, 0)
-            vals = tf.cond(on, regularize, lambda: [tf.zeros([], tf.float32)] * (1 + n_layer_vals))
-            active = tf.cast(on, tf.float32)
-        penalty = self._scale * float(self.every) * vals[0]
-        self._jr.update_state(penalty)
-        if n_layer_vals:
-            for m, v in zip(self._jr_layers, vals[1:]):
-                m.update_state(v, sample_weight=active)
-        elif self.log_layers_every > 0:
-            def log_layers():
-                with ctx.outer_tape.stop_recording():
-                    est = _layer_estimates(ctx.input_tape, sources, feats, _fold(key, 7919), self.projection)
-                    for m, s in zip(self._jr_layers, est):
-                        m.update_state(0.5 * tf.reduce_mean(tf.stop_gradient(s)))
-                return tf.constant(True)
-
-            tf.cond(self._log_now, log_layers, lambda: tf.constant(False))
-        return penalty
-
-    def logged_values(self) -> dict:
-        out = {"jr": self._jr.result()}
-        for name, m in zip(self.layer_names, self._jr_layers):
-            out[f"jr/{name}"] = m.result()
-        return out

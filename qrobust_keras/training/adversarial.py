@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import leaf_layers, logits_model
 from qrobust_keras.training.step import TrainStepHook
@@ -94,8 +95,7 @@ def check_attack_arguments(eps, steps, step_size, clip_min, clip_max, seed, craf
         hint = f" (did you mean {eps}/255?)" if isinstance(eps, numbers.Real) and eps > 1 else ""
         raise ValueError(f"eps must be in (0, clip_max - clip_min] = (0, {clip_max - clip_min}]; got eps={eps!r}{hint}")
     steps = 3 if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got steps={steps!r}")
+    steps = check_int("steps", steps, accepted="a positive integer")
     step_size = 2.5 * eps / steps if step_size is None else step_size
     if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not step_size > 0:
         raise ValueError(f"step_size must be a number > 0 in input units; got step_size={step_size!r}")
@@ -163,7 +163,7 @@ class AdversarialTraining(TrainStepHook):
       moved the model along the clean/robust trade-off instead (docs/reproduction.md).
 
     The cost is ``steps`` extra forward+backward passes on the attacked part of the batch. Combine it with
-    :class:`~qrobust_keras.regularizers.JacobianRegularization` in the same ``fit`` in any order: adversarial
+    :class:`~qrobust_keras.training.JacobianRegularization` in the same ``fit`` in any order: adversarial
     examples are made first, and the Jacobian penalty is then computed on the mixed batch.
 
     Args:

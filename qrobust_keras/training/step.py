@@ -1,6 +1,6 @@
 """A shared train step that several callbacks can extend at once (batch transforms and loss penalties).
 
-Callbacks such as :class:`~qrobust_keras.regularizers.JacobianRegularization` and
+Callbacks such as :class:`~qrobust_keras.training.JacobianRegularization` and
 :class:`~qrobust_keras.training.AdversarialTraining` need to change what happens inside ``model.fit``'s train step.
 If each of them replaced ``model.train_step`` on its own, the second would silently undo or wrap the first and the
 result would depend on the order of the callbacks. Instead each of them is a :class:`TrainStepHook`; the first

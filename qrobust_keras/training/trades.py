@@ -54,7 +54,7 @@ class TRADES(TrainStepHook):
     The model's compiled loss stays on the clean batch (with ``sample_weight`` and ``class_weight``); the KL term
     is the unweighted mean over the batch. Each step costs ``steps`` forward+backward passes on the batch to craft
     x' plus one training-mode forward pass on x' (so about twice a half-batch :class:`AdversarialTraining` step at
-    the same ``steps``). It composes with :class:`~qrobust_keras.regularizers.JacobianRegularization` and
+    the same ``steps``). It composes with :class:`~qrobust_keras.training.JacobianRegularization` and
     :class:`AdversarialTraining` in the same ``fit`` (they share one train step).
 
     ``craft_mode`` chooses the network x' is crafted against, as in :class:`AdversarialTraining`: ``"inference"``

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from qrobust_keras.attacks._common import perturbation_norms
+from qrobust_keras.attacks.common import perturbation_norms
 from qrobust_keras.attacks.art_blackbox import boundary, hopskipjump, zoo
 
 

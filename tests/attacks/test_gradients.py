@@ -1,9 +1,9 @@
-"""_gradients: stochastic-quantizer mode (BatchNorm stays in inference), logits, losses."""
+"""gradients: stochastic-quantizer mode (BatchNorm stays in inference), logits, losses."""
 
 import numpy as np
 
 from qrobust_keras._keras import keras, layers, qkeras, tf
-from qrobust_keras.attacks import _gradients as G
+from qrobust_keras.attacks import gradients as G
 
 
 def _model(stochastic):

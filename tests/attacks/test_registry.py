@@ -55,3 +55,21 @@ def test_every_default_is_an_argument_of_its_attack(scale):
         kwargs = registry.attack_kwargs(name, eps=0.01, scale=scale)
         missing = (set(kwargs) | shared) - set(params)
         assert not missing, f"{name} ({scale}) does not accept {missing}"
+
+
+def test_resolve_binds_the_variant_and_passes_callables_through():
+    from qrobust_keras.attacks.apgd import apgd
+    from qrobust_keras.attacks.pgd import pgd
+
+    assert registry.resolve("PGD") == ("pgd", pgd)
+    name, fn = registry.resolve("apgd_dlr")
+    assert name == "apgd-dlr" and fn.func is apgd and fn.keywords == {"loss": "dlr"}
+
+    def mine(model, x, y, eps, **kwargs):
+        return x
+
+    assert registry.resolve(mine) == ("mine", mine)
+    with pytest.raises(ValueError, match=r"black_box must be one of \[.*'square'.*\].* got black_box='deepfool'"):
+        registry.resolve("deepfool", argument="black_box")
+    with pytest.raises(TypeError, match="attack must be an attack name"):
+        registry.resolve(3)

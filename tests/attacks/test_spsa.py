@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qrobust_keras._keras import tf
-from qrobust_keras.attacks._common import perturbation_norms
+from qrobust_keras.attacks.common import perturbation_norms
 from qrobust_keras.attacks.spsa import _spsa_gradient, spsa
 
 

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from qrobust_keras.attacks._common import perturbation_norms
+from qrobust_keras.attacks.common import perturbation_norms
 from qrobust_keras.attacks.square import _pseudo_gaussian, square
 
 
@@ -130,7 +130,7 @@ def test_targeted_hits_targets():
 
 
 def test_queries_counted_within_budget_and_batches_full():
-    from qrobust_keras.attacks._common import PredictFn
+    from qrobust_keras.attacks.common import PredictFn
 
     base = fx.numpy_linear_model(3)
     calls = []
@@ -253,7 +253,7 @@ def test_real_int8_tflite_runner(cnn, correct, tmp_path):
 
 def test_box_ends_equal_enforce_constraints():
     """The precomputed L-inf box ends are exactly what enforce_constraints would produce (float32, inward)."""
-    from qrobust_keras.attacks._common import enforce_constraints
+    from qrobust_keras.attacks.common import enforce_constraints
     from qrobust_keras.attacks.square import _box_ends
 
     x = np.random.default_rng(9).uniform(size=(50, 300)).astype(np.float32)

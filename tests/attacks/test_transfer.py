@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from qrobust_keras._keras import tf
-from qrobust_keras.attacks._common import enforce_constraints, perturbation_norms
+from qrobust_keras.attacks.common import enforce_constraints, perturbation_norms
 from qrobust_keras.attacks.transfer import TransferInfo, transfer
 
 

@@ -9,8 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from qrobust_keras import cli
-from qrobust_keras.cli import main, parse_eps, parse_eps_list
+from qrobust_keras.cli import main, parse_eps, parse_eps_list, parse_policy
+from qrobust_keras.data import datasets
+from qrobust_keras.evaluation import evaluation_markdown, run_attacks
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -56,14 +57,14 @@ def test_train_policy_option_reaches_the_recipe(monkeypatch, tmp_path):
 
     seen = {}
     tiny = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, int)
-    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: cli.DataSpec("cifar10", tiny, tiny, "tiny"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DataSpec("cifar10", tiny, tiny, "tiny"))
     monkeypatch.setattr(recipes, "fit_recipe", lambda recipe, *a, **k: seen.setdefault("recipe", recipe))
     policy = '{"kernel": "int4", "activation": "int4", "overrides": {"conv_1": "int8", "logits": "int8"}}'
     assert main(["train", "--policy", policy, "--out", str(tmp_path / "run"), "--verbose", "0"]) == 0
     assert seen["recipe"].name == "stq_jr"
     assert seen["recipe"].policy["kernel"] == "int4"
     assert seen["recipe"].policy["overrides"] == {"conv_1": "int8", "logits": "int8"}
-    assert cli.parse_policy("int8")["activation"] == "int8"
+    assert parse_policy("int8")["activation"] == "int8"
 
 
 def test_train_passes_init_weights_to_fit_recipe(monkeypatch, tmp_path):
@@ -71,7 +72,7 @@ def test_train_passes_init_weights_to_fit_recipe(monkeypatch, tmp_path):
 
     seen = []
     tiny = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, int)
-    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: cli.DataSpec("cifar10", tiny, tiny, "tiny"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DataSpec("cifar10", tiny, tiny, "tiny"))
     monkeypatch.setattr(recipes, "fit_recipe", lambda recipe, *a, **k: seen.append((recipe, k["init_weights"])))
     out = ["--out", str(tmp_path / "run"), "--verbose", "0"]
     assert main(["train", "--recipe", "int4_at", *out]) == 0
@@ -87,7 +88,7 @@ def test_train_filters_option_sets_the_width(monkeypatch, tmp_path, capsys):
 
     seen = []
     tiny = np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, int)
-    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: cli.DataSpec("cifar10", tiny, tiny, "tiny"))
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DataSpec("cifar10", tiny, tiny, "tiny"))
     monkeypatch.setattr(recipes, "fit_recipe", lambda recipe, *a, **k: seen.append(recipe))
     out = ["--out", str(tmp_path / "run"), "--verbose", "0"]
     assert main(["train", "--recipe", "int4_at", "--filters", "26", "--init-weights", "none", *out]) == 0
@@ -173,7 +174,7 @@ def test_train_writes_config_history_and_model(trained_run):
 
 
 def _test_images(shared_data, n):
-    data = cli.load_dataset("cifar10", str(shared_data / "cifar10"), n_test=n, seed=0, verbose=0, need_train=False)
+    data = datasets.load_dataset("cifar10", str(shared_data / "cifar10"), n_test=n, seed=0, verbose=0, need_train=False)
     return data.test[0].astype(np.float32) / 255.0, data.test[1]
 
 
@@ -264,7 +265,7 @@ def test_cw_l2_reports_success_and_distortion_of_the_examples_it_found():
     x = rng.uniform(0.2, 0.8, size=(12, 4, 4, 1)).astype("float32")
     y = model.predict(x, verbose=0).argmax(1)
     y[:2] = (y[:2] + 1) % 3  # two samples misclassified clean: never counted as attacked
-    ev = cli.run_attacks(model, "keras", x, y, ["cw_l2"], [0.01, 0.9])
+    ev = run_attacks(model, "keras", x, y, ["cw_l2"], [0.01, 0.9])
     cw = ev["cw_l2_distortion"]
     assert cw["attacked"] == 10
     assert ev["clean"] == pytest.approx(10 / 12)
@@ -273,4 +274,4 @@ def test_cw_l2_reports_success_and_distortion_of_the_examples_it_found():
     assert 0 < cw["median_l2"] and cw["median_linf"] <= cw["median_l2"]
     assert ev["results"]["cw_l2"]["0.9"] == 0.0  # every example found lies within L-inf 0.9
     assert ev["results"]["cw_l2"]["0.9"] <= ev["results"]["cw_l2"]["0.01"] <= ev["clean"]
-    assert "C&W-L2 (minimum norm): fools 100.0% of the 10" in cli.evaluation_markdown(ev, "t")
+    assert "C&W-L2 (minimum norm): fools 100.0% of the 10" in evaluation_markdown(ev, "t")

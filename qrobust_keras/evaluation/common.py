@@ -1,11 +1,11 @@
-"""Plumbing shared by the honest-evaluation diagnostics (masking, transferability, value shift, misalignment).
-
-Argument checks with messages that name the argument, a name -> attack table (no ``eval``), compiled inference
-labels, markdown tables and atomic file writes.
+"""Plumbing shared by the honest-evaluation diagnostics (masking, transferability, value shift, misalignment) and
+the ensemble defense: input checks with messages that name the argument, compiled inference labels, markdown tables
+and JSON files. Attacks by name come from :mod:`qrobust_keras.attacks.registry`, numeric argument checks from
+:mod:`qrobust_keras._checks`.
 
 Example:
 
->>> from qrobust_keras.evaluation._diagnostics_common import markdown_table
+>>> from qrobust_keras.evaluation.common import markdown_table
 >>> print(markdown_table(["a", "b"], [[1, 0.5]]))
 | a | b |
 |---|---|
@@ -14,49 +14,17 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from qrobust_keras._files import atomic_write
 
-# name -> (module, function). Imported at call time: evaluation sits beside attacks, and a missing optional attack
-# must not break importing the diagnostics.
-ATTACKS = {
-    "fgsm": ("qrobust_keras.attacks.fgsm", "fgsm"),
-    "bim": ("qrobust_keras.attacks.pgd", "bim"),
-    "pgd": ("qrobust_keras.attacks.pgd", "pgd"),
-    "mim": ("qrobust_keras.attacks.mim", "mim"),
-    "apgd": ("qrobust_keras.attacks.apgd", "apgd"),
-    "square": ("qrobust_keras.attacks.square", "square"),
-    "spsa": ("qrobust_keras.attacks.spsa", "spsa"),
-}
-BLACK_BOX = ("square", "spsa")
-
-
-def get_attack(attack: Any, argument: str = "attack") -> tuple[str, Callable]:
-    """Return ``(name, function)`` for an attack name of :data:`ATTACKS` or a callable.
-
-    A callable must accept ``(model, x, y, eps=..., seed=..., batch_size=..., verbose=..., **kwargs)`` and return
-    ``x_adv`` of the shape of ``x``.
-
-    Raises:
-        ValueError: unknown name. TypeError: neither a string nor a callable.
-    """
-    if isinstance(attack, str):
-        key = attack.strip().lower()
-        if key not in ATTACKS:
-            raise ValueError(f"{argument} must be one of {sorted(ATTACKS)} or a callable; got {argument}={attack!r}")
-        module, fn = ATTACKS[key]
-        return key, getattr(importlib.import_module(module), fn)
-    if callable(attack):
-        return getattr(attack, "__name__", "attack"), attack
-    raise TypeError(f"{argument} must be an attack name {sorted(ATTACKS)} or a callable; got "
-                    f"{type(attack).__name__}")
+__all__ = ["check_keras_model", "check_inputs", "check_input_shape", "predict_labels", "success_rate", "fmt",
+           "markdown_table", "jsonable", "dump_json"]
 
 
 def check_keras_model(model: Any, argument: str = "model") -> Any:
@@ -69,32 +37,10 @@ def check_keras_model(model: Any, argument: str = "model") -> Any:
     return model
 
 
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:
-    """A finite real number inside [low, high] (``low_open``: > low), else a ValueError naming it."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) and (
-            high is None or value <= high)
-    if not ok:
-        lo = "(" if low_open else "["
-        rng = f"{lo}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
-        raise ValueError(f"{name} must be a finite number in {rng}; got {name}={value!r}")
-    return value
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """An integer >= ``minimum``, else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}")
-    return int(value)
-
-
 def check_inputs(x: Any, y: Any, clip_min: float = 0.0, clip_max: float = 1.0, x_name: str = "x",
                  num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate a batch ``x`` (finite, inside the clip range) and its labels; return float32 x and int64 y."""
-    from qrobust_keras.attacks._common import as_int_labels, check_batch
+    from qrobust_keras.attacks.common import as_int_labels, check_batch
 
     if not clip_min < clip_max:
         raise ValueError(f"clip_min must be < clip_max; got clip_min={clip_min!r}, clip_max={clip_max!r}")
@@ -102,13 +48,6 @@ def check_inputs(x: Any, y: Any, clip_min: float = 0.0, clip_max: float = 1.0, x
     if y is None:
         raise ValueError("y must be the true labels, int (n,) or one-hot (n, classes); got y=None")
     return x, as_int_labels(y, x.shape[0], num_classes)
-
-
-def num_classes(model: Any) -> int:
-    shape = model.output_shape
-    if isinstance(shape, list):
-        raise ValueError(f"model must have a single output; got output shapes {shape}")
-    return int(shape[-1])
 
 
 def check_input_shape(model: Any, x: np.ndarray, argument: str = "model") -> None:
@@ -123,7 +62,7 @@ def check_input_shape(model: Any, x: np.ndarray, argument: str = "model") -> Non
 
 def predict_labels(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Argmax labels of a Keras ``model`` in inference mode (compiled forward pass cached per model, no Progbar)."""
-    from qrobust_keras.attacks._gradients import predict_labels as _predict
+    from qrobust_keras.attacks.gradients import predict_labels as _predict
 
     return _predict(model, np.asarray(x, np.float32), batch_size)
 

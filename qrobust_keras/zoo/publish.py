@@ -1,0 +1,253 @@
+"""Write a zoo entry from a trained model: the shipped files, then the card, computed from those files.
+
+``publish`` copies the model into ``qrobust_keras/zoo/NAME/``, exports its int8 file with the library's exporter,
+loads both back and measures on the evaluation set: clean and robust accuracy under the evaluation suite, the int8
+file's accuracy and agreement, TFLite Micro against LiteRT, the flash and arena bytes; it reads the training facts
+from the run folder and writes ``card.json`` last (atomically), with every file's sha256. So a card's numbers are
+always those of the files beside it.
+
+The entries of the library are described in :data:`SPECS` and published with::
+
+    python -m qrobust_keras.zoo.publish resnet8_int4_at2 --run runs/resnet8_int4_at2 \\
+        --cifar10 ../shared/data/cifar10 --train-data ../shared/data/cifar10-jpeg
+
+Example (a tiny untrained model into a scratch zoo, on a few images, the quick suite):
+
+>>> import numpy as np, qrobust_keras as qrk
+>>> from qrobust_keras.zoo.publish import publish
+>>> model = qrk.models.resnet8(policy="int4"); model.save("/tmp/qrk_r8.h5")
+>>> x = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32"); y = np.arange(8) % 10
+>>> card = publish("tiny", "/tmp/qrk_r8.h5", (x, y), dataset="cifar10", eps=[8 / 255], suite="quick",
+...                representative_data=x, root="/tmp/qrk_zoo", overwrite=True)  # doctest: +SKIP
+>>> sorted(card["files"]), card["eval_samples"]  # doctest: +SKIP
+(['evaluation.json', 'export.json', 'model.h5', 'model.int8.tflite'], 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from qrobust_keras import zoo
+from qrobust_keras._files import atomic_write
+
+__all__ = ["publish", "dataset_sha256", "evaluate_targets", "SPECS", "main"]
+
+
+def dataset_sha256(path: str) -> str:
+    """sha256 over every file below ``path`` (relative path and bytes, in sorted order): identifies the exact
+    training data a card's model saw."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for file in sorted(files):
+            full = os.path.join(folder, file)
+            digest.update(os.path.relpath(full, path).replace(os.sep, "/").encode() + b"\0")
+            digest.update(zoo.sha256_file(full).encode())
+    return digest.hexdigest()
+
+
+def evaluate_targets(card: dict[str, Any], targets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target ``{"what", "metric", "min"}`` (metric ``clean_accuracy``, ``robust_accuracy/2/255`` or
+    ``int8/agreement``) with its measured value and whether it is met, read from ``card``."""
+    out = []
+    for target in targets:
+        value: Any = card
+        for key in target["metric"].split("/", 1) if target["metric"].startswith("robust_accuracy/") \
+                else target["metric"].split("/"):
+            value = value.get(key) if isinstance(value, dict) else None
+        met = value is not None and float(value) >= float(target["min"])
+        out.append({"what": target["what"], "metric": target["metric"], "min": target["min"],
+                    "measured": None if value is None else f"{100 * float(value):.1f}%", "met": bool(met)})
+    return out
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU" if cpu else f"{os.cpu_count()} CPU cores"
+
+
+def _training_facts(run_dir: str | None, train_data: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from qrobust_keras.recipes.run import HISTORY_CSV, RUN_CONFIG, read_history
+
+    if run_dir is None:
+        return {}, None
+    with open(os.path.join(run_dir, RUN_CONFIG), encoding="utf-8") as f:
+        config = json.load(f)
+    rows = read_history(os.path.join(run_dir, HISTORY_CSV))
+    info = config.get("run_info", {})
+    facts = {"data": info.get("source"), "n_train": info.get("n_train"), "n_validation": info.get("n_test"),
+             "epochs": len(rows), "wall_seconds": round(sum(r.get("seconds", 0.0) for r in rows), 1),
+             "final_val_accuracy": rows[-1].get("val_accuracy") if rows else None,
+             "started": config.get("started"), "finished": config.get("finished"), "machine": _machine(),
+             "init_weights": (config.get("init_weights") or {}).get("path")}
+    if train_data is not None:
+        facts["data_sha256"] = dataset_sha256(train_data)
+    return facts, config.get("recipe")
+
+
+def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray], *, dataset: str,
+            eps: Sequence[float], representative_data: np.ndarray, suite: str = "standard", scale: str = "image",
+            run_dir: str | None = None, train_data: str | None = None, eval_set: str = "", purpose: str = "",
+            input_description: str = "", targets: Sequence[dict[str, Any]] = (), commands: Sequence[str] = (),
+            seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False) -> dict[str, Any]:
+    """Build the zoo entry ``root/NAME`` from ``model_file`` and return its card (also written as ``card.json``).
+
+    Args:
+        name: entry name (a folder name: letters, digits, ``_``).
+        model_file: the trained Keras model (``.h5``).
+        eval_data: ``(x, y)`` evaluation inputs in the model's input range and integer labels.
+        dataset: ``"cifar10"``, ``"svhn"`` or ``"speech_commands"``.
+        eps: L-inf budgets (input units).
+        representative_data: int8 calibration inputs.
+        suite: evaluation suite passed to :func:`~qrobust_keras.evaluation.evaluate_robustness`.
+        scale: registry defaults (``"image"`` or ``"audio"``).
+        run_dir: the run folder the model was trained in (recipe, epochs and time go on the card).
+        train_data: the training data folder, hashed onto the card.
+        eval_set, purpose, input_description: text for the card.
+        targets: ``{"what", "metric", "min"}`` dicts checked by :func:`evaluate_targets`.
+        commands: the commands that reproduce the entry.
+        root: the zoo folder (default: the package's).
+        overwrite: replace an existing entry.
+
+    Raises:
+        ValueError: a bad name, or an existing entry without ``overwrite``.
+    """
+    from qrobust_keras import __version__
+    from qrobust_keras._keras import qkeras, tf
+    from qrobust_keras.evaluation import evaluate_robustness
+    from qrobust_keras.export import compare_runtimes, export_files
+    from qrobust_keras.models.io import load_model
+    from qrobust_keras.recipes.run import save_model_atomic
+
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"name must be letters, digits and '_'; got name={name!r}")
+    entry = os.path.join(root, name)
+    if os.path.exists(entry):
+        if not overwrite:
+            raise ValueError(f"zoo entry {entry!r} exists; pass overwrite=True to replace it")
+        shutil.rmtree(entry)
+    os.makedirs(entry)
+    start = time.time()
+    x, y = eval_data
+    save_model_atomic(load_model(model_file, compile=False), os.path.join(entry, zoo.MODEL_FILE))
+    model = load_model(os.path.join(entry, zoo.MODEL_FILE), compile=False)   # every number is of the shipped file
+    tflite, exported = export_files(model, "model", entry, representative_data=representative_data, int8=True,
+                                    fidelity_data=(x, y))
+    runtimes = compare_runtimes(tflite, x, y, runtimes=("litert", "litert-reference"))
+    lo, hi = (0.0, 1.0) if scale == "image" else (float(np.min(x)), float(np.max(x)))
+    report = evaluate_robustness(model, x, y, eps=list(eps), suite=suite, seed=seed, scale=scale, clip_min=lo,
+                                 clip_max=hi, verbose=1, model_name=name)
+    report.to_json(os.path.join(entry, "evaluation.json"))
+    labels = report.settings["eps_labels"]
+    training, recipe = _training_facts(run_dir, train_data)
+    ex = exported["export"]
+    card: dict[str, Any] = {
+        "name": name, "purpose": purpose, "dataset": dataset, "input": input_description,
+        "parameters": int(model.count_params()), "eval_set": eval_set, "eval_samples": int(len(x)),
+        "suite": report.settings.get("suite", suite), "suite_settings": report.settings,
+        "clean_accuracy": report.clean_accuracy,
+        "robust_accuracy": dict(zip(labels, report.robust_accuracy)),
+        "per_attack": {a: dict(zip(labels, acc)) for a, acc in report.accuracy.items()},
+        "per_attack_note": "Cascade: each attack ran only on the samples all earlier attacks failed to break, so "
+                           "each row is the robust accuracy after that attack and those before it."
+                           if report.settings.get("cascade") else "",
+        "int8": {"accuracy": ex.get("accuracy_tflite"), "agreement": ex.get("agreement"),
+                 "agreement_untied": ex.get("agreement_untied"), "top_ties": ex.get("top_ties"),
+                 "file_bytes": ex.get("size_bytes"), "arena_bytes": (exported.get("tflm") or {}).get("arena_bytes"),
+                 "all_ops_supported": (exported.get("tflm") or {}).get("all_ops_supported"), "runtimes": runtimes},
+        "training": training, "recipe": recipe, "library_version": __version__, "tensorflow": tf.__version__,
+        "qkeras": getattr(qkeras, "__version__", "0.9.0"), "python": sys.version.split()[0],
+        "evaluation_seconds": round(time.time() - start, 1), "commands": list(commands),
+    }
+    card["targets"] = evaluate_targets(card, targets)
+    card["files"] = {f: zoo.sha256_file(os.path.join(entry, f)) for f in sorted(os.listdir(entry))}
+    atomic_write(os.path.join(entry, zoo.CARD_FILE), json.dumps(card, indent=1, default=_json_default))
+    return card
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+_IMAGE = "float32 (32, 32, 3) RGB in [0, 1] (uint8 pixels / 255)"
+_CIFAR_EVAL = "the 1,017 exact CIFAR-10 test images of shared/data (test_batch), in file order"
+_TRAIN_AT = ("nice -n 10 qrobust train --recipe int4_at --dataset cifar10 --data-dir CIFAR10_JPEG --source images "
+             "--val-samples 1000 --init-weights mlcommons:MLCOMMONS_DIR --out runs/{name} --seed 0{extra}")
+_PUBLISH = ("python -m qrobust_keras.zoo.publish {name} --run runs/{name} --cifar10 CIFAR10_EXACT "
+            "--train-data CIFAR10_JPEG")
+# The library's entries: what each is for, how it is trained and evaluated, and the targets its card is checked on.
+SPECS: dict[str, dict[str, Any]] = {
+    "resnet8_int4_at2": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+        "purpose": "The robust ResNet-8 to deploy: the MLCommons Tiny ResNet-8 with int4 kernels and int4 ReLUs "
+                   "(first convolution and classifier int8), adversarially trained at 2/255 (PGD-3 on half of "
+                   "each batch, crafted against the training-mode network) from the official float weights. The "
+                   "best clean/robust trade-off measured here at small budgets.",
+        "targets": [{"what": ">= 80% clean", "metric": "clean_accuracy", "min": 0.80},
+                    {"what": ">= 45% worst case at 2/255", "metric": "robust_accuracy/2/255", "min": 0.45}],
+        "commands": [_TRAIN_AT.format(name="resnet8_int4_at2", extra=""), _PUBLISH.format(name="resnet8_int4_at2")],
+    },
+    "resnet8_int4_at8": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+        "purpose": "The int4 ResNet-8 adversarially trained for the 8/255 budget the field reports (RobustBench).",
+        "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
+                    {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
+        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=""), _PUBLISH.format(name="resnet8_int4_at8")],
+    },
+}
+
+
+def _cifar10_eval_and_calibration(cifar10_dir: str) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    from qrobust_keras.data import find_cifar10, read_pickle_batch
+
+    kind, path = find_cifar10(cifar10_dir, source="pickle")
+    x, y = read_pickle_batch(os.path.join(path, "test_batch"))
+    calib, _ = read_pickle_batch(os.path.join(path, "data_batch_1"))
+    return (x.astype(np.float32) / 255.0, y), calib[:500].astype(np.float32) / 255.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qrobust_keras.zoo.publish NAME --run RUN_DIR --cifar10 DIR [--train-data DIR]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="publish a zoo entry (model, int8 file, card) from a finished run")
+    p.add_argument("name", choices=sorted(SPECS))
+    p.add_argument("--run", required=True, help="run folder of `qrobust train` (its model.h5 is shipped)")
+    p.add_argument("--cifar10", help="CIFAR-10 python batches (the exact test images are the evaluation set)")
+    p.add_argument("--train-data", default=None, help="the training data folder (hashed onto the card)")
+    p.add_argument("--suite", default="standard", help="evaluation suite (default standard)")
+    p.add_argument("--root", default=zoo.ZOO_DIR, help="zoo folder (default: the package's)")
+    args = p.parse_args(argv)
+    spec = SPECS[args.name]
+    eval_data, calibration = _cifar10_eval_and_calibration(args.cifar10)
+    card = publish(args.name, os.path.join(args.run, "model.h5"), eval_data, dataset=spec["dataset"],
+                   eps=spec["eps"], representative_data=calibration, suite=args.suite, run_dir=args.run,
+                   train_data=args.train_data, eval_set=_CIFAR_EVAL, purpose=spec["purpose"],
+                   input_description=_IMAGE, targets=spec["targets"], commands=spec["commands"], root=args.root,
+                   overwrite=True)
+    print(zoo.card_markdown(card))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
