@@ -140,7 +140,7 @@ def test_wheel_carries_license_typing_marker_and_zoo(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
-    assert "qrobust_keras/py.typed" in names and "qrobust_keras/cli.py" in names
+    assert "qrobust_keras/py.typed" in names and "qrobust_keras/cli/__init__.py" in names
     assert any(n.endswith(".dist-info/LICENSE") or "/licenses/LICENSE" in n for n in names), names
     zoo_files = sorted(n for n in names if n.startswith("qrobust_keras/zoo/") and not n.endswith(".py"))
     shipped = sorted(os.path.relpath(os.path.join(d, f), REPO).replace(os.sep, "/")
