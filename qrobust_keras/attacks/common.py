@@ -233,6 +233,7 @@ class AttackInfo:
         success: per-sample bool, True where the final ``x_adv`` fools the model (untargeted: label differs from y;
             targeted: label equals the target), as measured by the attack itself.
         notes: free-form remarks (e.g. "stochastic quantizers evaluated in inference mode").
+        min_norm: minimum-norm attacks (FAB): per-sample norm of the closest adversarial point found (inf: none).
     """
 
     name: str
@@ -240,6 +241,7 @@ class AttackInfo:
     gradients: np.ndarray | None = None
     success: np.ndarray | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    min_norm: np.ndarray | None = None
 
 
 class PredictFn:

@@ -21,6 +21,9 @@ Defaults (``eps``-relative entries are multiplied by the eps of the run):
 | cw_l2 | white (L2 only) | 5 binary-search steps x 100 Adam steps, lr 0.01, c0 0.01 | same | 3 x 30 |
 | apgd-ce | white | 100 steps (AutoAttack) | 100 steps | 20 steps |
 | apgd-dlr | white | 100 steps (needs >= 3 classes) | 100 steps | 20 steps |
+| apgd-t | white | targeted DLR, 9 target classes x 100 steps (AutoAttack; needs >= 4 classes) | same | 3 x 20 |
+| fab | white | 100 steps, minimum norm, counted within eps (Croce & Hein 2020) | same | 20 steps |
+| fab-t | white | targeted FAB, 9 target classes x 100 steps (AutoAttack) | same | 3 x 20 |
 | square | black | 1,000 queries | 1,000 queries | 200 queries |
 | spsa | black | 100 steps, 128 samples, delta 0.01, lr 0.01 | same | 20 steps, 32 samples |
 | hopskipjump | black | 20 iterations, 1,000 evaluations per gradient estimate (label-only) | same | 10 iterations, 1,000 evaluations |
@@ -124,6 +127,15 @@ _register(AttackSpec("cw_l2", _A + "cw", "cw_l2", "white", ("2",), defaults={
 for _loss in ("ce", "dlr"):
     _register(AttackSpec(f"apgd-{_loss}", _A + "apgd", "apgd", "white", ("inf", "2"), fixed={"loss": _loss},
                          defaults={"image": {"steps": 100}, "audio": {"steps": 100}, "quick": {"steps": 20}}))
+# AutoAttack's targeted attacks (9 target classes, 100 steps each in the standard version) and FAB itself.
+_register(AttackSpec("apgd-t", _A + "targeted", "apgd_t", "white", ("inf", "2"), defaults={
+    "image": {"steps": 100, "n_target_classes": 9}, "audio": {"steps": 100, "n_target_classes": 9},
+    "quick": {"steps": 20, "n_target_classes": 3}}))
+_register(AttackSpec("fab", _A + "fab", "fab", "white", ("inf", "2"), defaults={
+    "image": {"steps": 100}, "audio": {"steps": 100}, "quick": {"steps": 20}}))
+_register(AttackSpec("fab-t", _A + "targeted", "fab_t", "white", ("inf", "2"), defaults={
+    "image": {"steps": 100, "n_target_classes": 9}, "audio": {"steps": 100, "n_target_classes": 9},
+    "quick": {"steps": 20, "n_target_classes": 3}}))
 _register(AttackSpec("square", _A + "square", "square", "black", ("inf", "2"), defaults={
     "image": {"queries": 1000}, "audio": {"queries": 1000}, "quick": {"queries": 200}}))
 _register(AttackSpec("spsa", _A + "spsa", "spsa", "black", ("inf",), defaults={
@@ -141,7 +153,8 @@ for _name in ("hopskipjump", "boundary", "zoo"):
                          defaults={"image": _FULL_ART[_name], "audio": _FULL_ART[_name], "quick": _QUICK_ART[_name]}))
 
 _ALIASES = {"cw": "cw_l2", "cwl2": "cw_l2", "carlini_wagner_l2": "cw_l2", "apgd": "apgd-ce", "apgd_ce": "apgd-ce",
-            "apgd_dlr": "apgd-dlr", "hsj": "hopskipjump", "hop_skip_jump": "hopskipjump", "ifgsm": "bim",
+            "apgd_dlr": "apgd-dlr", "apgd_t": "apgd-t", "apgd-targeted": "apgd-t", "fab_t": "fab-t",
+            "hsj": "hopskipjump", "hop_skip_jump": "hopskipjump", "ifgsm": "bim",
             "mifgsm": "mim", "cw_linf": "pgd-cw", "cw-inf": "pgd-cw", "pgd_cw": "pgd-cw"}
 
 

@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy,
-                        filters=args.filters)
+                        filters=args.filters, at_eps=args.at_eps, at_ratio=args.at_ratio)
     data = _load_data(args, n_train=args.train_samples, n_test=args.val_samples)
     if args.verbose:
         print(f"qrobust train: recipe {recipe.name} for {recipe.model} on {data.source}: {len(data.train[0])} "
@@ -66,17 +66,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from qrobust_keras.evaluation import evaluation_markdown, format_eps, plot_accuracy_vs_eps, run_attacks
 
     kind, model = _load_any_model(args.model)
-    attacks = args.attacks or (["square"] if kind == "tflite" else ["fgsm", "pgd", "square"])
+    if args.suite and args.attacks:
+        raise ValueError(f"give either --suite or --attacks, not both; got --suite {args.suite} and --attacks "
+                         f"{','.join(args.attacks)}")
+    source = None
+    if args.source_model:
+        source_kind, source = _load_any_model(args.source_model)
+        if kind != "tflite" or source_kind != "keras":
+            raise ValueError(f"--source-model is the Keras model a .tflite MODEL was exported from; got MODEL "
+                             f"{args.model!r} ({kind}) and --source-model {args.source_model!r} ({source_kind})")
+    default = ["square"] if kind == "tflite" and source is None else ["fgsm", "pgd", "square"]
+    attacks = [] if args.suite else (args.attacks or default)
     data = _load_data(args, n_test=args.n, need_train=False)
     x, y = to_float(data.test[0]), data.test[1]
     audio = args.dataset == "speech_commands"
     clip = (float(x.min()), float(x.max())) if audio else (0.0, 1.0)
     scale = "audio" if audio else "image"
     if args.verbose:
-        print(f"qrobust {args.command}: {args.model} ({kind}) on {len(x)} samples of {data.source}; attacks "
-              f"{', '.join(attacks)}; eps {', '.join(format_eps(e, 'inf', scale) for e in args.eps)}")
+        print(f"qrobust {args.command}: {args.model} ({kind}) on {len(x)} samples of {data.source}; "
+              f"{'suite ' + args.suite if args.suite else 'attacks ' + ', '.join(attacks)}; eps "
+              f"{', '.join(format_eps(e, 'inf', scale) for e in args.eps)}")
     ev = run_attacks(model, kind, x, y, attacks, args.eps, steps=args.steps, queries=args.queries, seed=args.seed,
-                     verbose=2 if args.verbose else 0, clip_range=clip, scale=scale)
+                     verbose=2 if args.verbose else 0, clip_range=clip, scale=scale, suite=args.suite,
+                     source_model=source)
     ev.update(model=os.path.abspath(args.model), model_kind=kind, data=data.describe())
     os.makedirs(args.out, exist_ok=True)
     name = os.path.splitext(os.path.basename(os.path.normpath(args.model)))[0]

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=int, default=None,
                    help="validate on a random subset of the test split of this size (0: no validation)")
     p.add_argument("--out", required=True, help="run folder (created; reuse it to resume)")
+    p.add_argument("--at-eps", type=_usage_checked(parse_eps), default=None, metavar="EPS",
+                   help="adversarial-training budget instead of the recipe's (e.g. 8/255; audio: MFCC units)")
+    p.add_argument("--at-ratio", type=float, default=None, metavar="R",
+                   help="fraction of each batch replaced by adversarial examples (default: the recipe's)")
     p.add_argument("--filters", type=int, default=None, metavar="F",
                    help="network width: ResNet-8 stacks of F, 2F, 4F filters, DS-CNN channels (default: the MLCommons "
                         "model's 16 / 64, the only width the official weights fit; wider needs --init-weights none)")
@@ -174,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--attacks", type=_usage_checked(parse_attacks), default=None,
                        help=f"comma-separated attacks from {', '.join(ATTACKS)} (default fgsm,pgd,square; square "
                             "for .tflite)")
+        p.add_argument("--suite", choices=("standard", "rand", "quick"), default=None,
+                       help="a named evaluation instead of --attacks: standard (AutoAttack's standard version: "
+                            "APGD-CE, APGD-T, FAB-T, Square-5000 as a cascade; a model random at inference gets the "
+                            "rand version), rand, or quick (labelled 'quick (not standard)')")
+        p.add_argument("--source-model", default=None, metavar="KERAS_MODEL",
+                       help="for a .tflite MODEL: the Keras model it was exported from; white-box attacks transfer "
+                            "from it (without it a .tflite gets black-box attacks only: an upper bound)")
         p.add_argument("--eps", type=_usage_checked(parse_eps_list), default=parse_eps_list("2/255,8/255"),
                        help="comma-separated L-inf budgets as fractions or decimals (default 2/255,8/255)")
         p.add_argument("-n", "--n", type=int, default=500, help="test samples (default 500; first n of a seeded "

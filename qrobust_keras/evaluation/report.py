@@ -67,6 +67,8 @@ class RobustnessReport:
         total_seconds: wall-clock seconds of the whole evaluation.
         clean_correct: per sample, clean prediction correct.
         robust: per eps, per sample, worst-case robust (as in ``robust_accuracy``).
+        broken_by: per eps, per sample, the first attack (in the order run) that broke it, ``"clean"`` when it was
+            misclassified without attack, None when it stayed robust.
         settings: seed, scale, batch size, cascade, overrides: what is needed to rerun the evaluation.
         notes: remarks collected from the attacks (forward mode, EOT, ...).
         diagnostics: results attached by diagnostic tools (e.g. gradient-masking checks), by name; each value is a
@@ -87,6 +89,7 @@ class RobustnessReport:
     total_seconds: float = 0.0
     clean_correct: list[bool] = dataclasses.field(default_factory=list)
     robust: list[list[bool]] = dataclasses.field(default_factory=list)
+    broken_by: list[list[str | None]] = dataclasses.field(default_factory=list)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -113,12 +116,21 @@ class RobustnessReport:
                 return self.robust_accuracy[i]
         raise ValueError(f"eps={eps!r} was not evaluated; evaluated: {self.eps}")
 
+    def broken_counts(self) -> dict[str, list[int]]:
+        """Per attack, per eps: how many samples that attack broke first (from :attr:`broken_by`)."""
+        return {name: [sum(1 for who in row if who == name) for row in self.broken_by] for name in self.attacks}
+
+    @property
+    def suite_label(self) -> str:
+        """What ran, in words: the suite's label, or the custom attack list (never "standard" unless it was)."""
+        return self.settings.get("suite_label") or "custom attack list: " + ", ".join(self.attacks)
+
     def to_markdown(self) -> str:
         """A markdown summary: accuracy table (attacks x eps, worst case last) and per-run details."""
         cols = [format_eps(e, self.norm, self.settings.get("scale", "image")) for e in self.eps]
         norm_name = "L-inf" if self.norm == "inf" else "L2"
         lines = [f"Robustness of `{self.model}` on {self.n} samples, {norm_name}; clean accuracy "
-                 f"{100 * self.clean_accuracy:.1f}%.", "",
+                 f"{100 * self.clean_accuracy:.1f}%. Evaluation: {self.suite_label}.", "",
                  "| attack | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         for name in self.attacks:
             lines.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}%" for a in self.accuracy[name]) + " |")
@@ -126,14 +138,16 @@ class RobustnessReport:
         if self.settings.get("cascade"):
             lines += ["", "Cascade mode: each attack ran only on the samples that survived the previous ones, so "
                       "each row is the cumulative robust accuracy after that attack."]
-        lines += ["", "| attack | eps | accuracy | mean norm of successful perturbations | queries/sample | seconds |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| attack | eps | accuracy | broke first | mean norm of successful perturbations | "
+                  "queries/sample | seconds |", "|---|---|---|---|---|---|---|"]
+        counts = self.broken_counts() if self.broken_by else {}
         for name in self.attacks:
             for i, e in enumerate(self.eps):
+                first = counts[name][i] if counts else "-"
                 norm = (self.mean_norm.get(name) or [None] * len(self.eps))[i]
                 queries = (self.queries.get(name) or [None] * len(self.eps))[i]
                 secs = (self.seconds.get(name) or [float("nan")] * len(self.eps))[i]
-                lines.append(f"| {name} | {cols[i]} | {100 * self.accuracy[name][i]:.1f}% | "
+                lines.append(f"| {name} | {cols[i]} | {100 * self.accuracy[name][i]:.1f}% | {first} | "
                              f"{'-' if norm is None else f'{norm:.4g}'} | "
                              f"{'-' if queries is None else f'{queries:.0f}'} | {secs:.1f} |")
         lines.append("")
@@ -191,7 +205,8 @@ class RobustnessReport:
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.set_title(title or f"{self.model}: accuracy under attack ({'L-inf' if self.norm == 'inf' else 'L2'})")
+        ax.set_title(title or f"{self.model}: accuracy under attack ({'L-inf' if self.norm == 'inf' else 'L2'})\n"
+                     f"{self.suite_label}", fontsize=8)
         ax.legend(fontsize=8)
         fig.tight_layout()
         save_figure(fig, path)
@@ -201,12 +216,17 @@ def evaluation_markdown(ev: dict[str, Any], title: str) -> str:
     """Markdown table of a :func:`~qrobust_keras.evaluation.run_attacks` result (attacks x eps, worst case last,
     C&W-L2 distortion when it ran)."""
     labels = list(ev["worst"])
-    lines = [f"## {title}", "", f"{ev['n']} samples; clean accuracy {100 * ev['clean']:.1f}%.", "",
+    what_ran = ev.get("suite_label", "")
+    if ev.get("upper_bound") and "upper bound" not in what_ran:
+        what_ran += " (black-box only: an upper bound)"
+    lines = [f"## {title}", "", f"{ev['n']} samples; clean accuracy {100 * ev['clean']:.1f}%."
+             + (f" Evaluation: {what_ran}." if what_ran else ""), "",
              "| attack | " + " | ".join(f"eps {lab}" for lab in labels) + " |",
              "|---|" + "---|" * len(labels)]
     for name, row in ev["results"].items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * row[lab]:.1f}%" for lab in labels) + " |")
-    lines.append("| **worst case** | " + " | ".join(f"**{100 * ev['worst'][lab]:.1f}%**" for lab in labels) + " |")
+    worst = "upper bound (black-box only)" if ev.get("upper_bound") else "worst case"
+    lines.append(f"| **{worst}** | " + " | ".join(f"**{100 * ev['worst'][lab]:.1f}%**" for lab in labels) + " |")
     cw = ev.get("cw_l2_distortion")
     if cw:
         def fmt(v: float | None) -> str:

@@ -22,8 +22,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from qrobust_keras.attacks import registry
-from qrobust_keras.attacks._common import as_predict_fn, check_attack_inputs, parse_norm, perturbation_norms
+from qrobust_keras.attacks.common import as_predict_fn, check_attack_inputs, parse_norm, perturbation_norms
 from qrobust_keras.evaluation.report import RobustnessReport, format_eps
+from qrobust_keras.evaluation.suite import is_randomized, suite_label, suite_plan
 
 DEFAULT_WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr")
 
@@ -40,7 +41,7 @@ def evaluate_robustness(
     model: Any,
     x: Any,
     y: Any,
-    attacks: Sequence[str] = DEFAULT_WHITE_BOX,
+    attacks: Sequence[str] | None = None,
     eps: Sequence[float] | float = (2 / 255, 8 / 255),
     n: int | None = None,
     norm: Any = "inf",
@@ -54,6 +55,8 @@ def evaluate_robustness(
     cascade: bool = False,
     diagnostics: Mapping[str, Diagnostic] | None = None,
     model_name: str | None = None,
+    suite: str | None = None,
+    source_model: Any = None,
 ) -> RobustnessReport:
     """Accuracy of ``model`` under each attack at each eps, and the per-sample worst case over all attacks.
 
@@ -67,7 +70,8 @@ def evaluate_robustness(
             (black-box attacks only: white-box attacks are refused with a TypeError).
         x: inputs in [clip_min, clip_max], shape (N, ...).
         y: true labels (N,) or one-hot.
-        attacks: registry names (see :mod:`qrobust_keras.attacks.registry`), e.g. ``["fgsm", "pgd", "square"]``.
+        attacks: registry names (see :mod:`qrobust_keras.attacks.registry`), e.g. ``["fgsm", "pgd", "square"]``
+            (None: ``suite``'s attacks, or FGSM, PGD, APGD-CE and APGD-DLR when no suite is given).
         eps: budgets in input units (L-inf: [0, 1] for images, e.g. ``[2/255, 8/255]``; L2: Euclidean).
         n: evaluate only the first n samples (None: all).
         norm: "inf" or "2" for every attack.
@@ -83,6 +87,14 @@ def evaluate_robustness(
         diagnostics: optional ``{name: fn(model, x, y, report) -> dict}`` run at the end; results are attached to
             ``report.diagnostics[name]`` (the hook for gradient-masking checks).
         model_name: name shown in the report (default: the model's name).
+        suite: ``"standard"`` (AutoAttack's standard version as a cascade; a model whose predictions are random at
+            inference gets its rand version), ``"rand"`` or ``"quick"``; see :mod:`qrobust_keras.evaluation.suite`.
+            Give either ``suite`` or ``attacks``. ``attack_kwargs`` may still override settings; the report then
+            says the suite was changed.
+        source_model: for a model without gradients (an int8 ``.tflite`` runner), the Keras model it was exported
+            from: white-box attacks run on it and their examples are scored on ``model`` (transfer), black-box
+            attacks run on ``model`` itself. Without it a suite on such a model runs its black-box attacks only and
+            the report calls the result an upper bound.
 
     Returns:
         A :class:`RobustnessReport`.
@@ -93,33 +105,24 @@ def evaluate_robustness(
         RuntimeError: an attack returned a perturbation outside the eps-ball or the clip range.
     """
     norm = parse_norm(norm)
+    if suite is not None and attacks is not None:
+        raise ValueError(f"give either suite= or attacks=, not both; got suite={suite!r} and attacks={attacks!r}")
+    if suite is not None:
+        suite_plan(suite)                                      # the name is checked before any work
+    attacks = DEFAULT_WHITE_BOX if attacks is None and suite is None else attacks
     if isinstance(attacks, str):
         attacks = [attacks]
-    if not attacks:
+    if attacks is not None and not attacks:
         raise ValueError("attacks must name at least one attack; got an empty list")
-    names = [registry.canonical_name(a) for a in attacks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"attacks contains duplicates: {list(attacks)}")
     eps_list = [eps] if isinstance(eps, (int, float, np.floating, np.integer)) else list(eps)
     if not eps_list:
         raise ValueError("eps must hold at least one budget; got an empty list")
-    overrides = {registry.canonical_name(k): dict(v) for k, v in (attack_kwargs or {}).items()}
-    unused = set(overrides) - set(names)
-    if unused:
-        raise ValueError(f"attack_kwargs names attacks that are not run: {sorted(unused)}; attacks: {names}")
     if scale not in registry.SCALES:
         raise ValueError(f"scale must be one of {registry.SCALES}; got scale={scale!r}")
-    for name in names:
-        spec = registry.get_attack(name)
-        if norm not in spec.norms:
-            raise ValueError(f"attack {name!r} supports norm {' or '.join(spec.norms)}; got norm={norm!r}")
     keras_model = _is_keras_model(model)
-    if not keras_model:
-        white = [a for a in names if registry.get_attack(a).kind == "white"]
-        if white:
-            raise TypeError(f"white-box attacks {white} need a Keras model with gradients; got "
-                            f"{type(model).__name__}. With a predict function use black-box attacks: "
-                            f"{registry.list_attacks('black')}")
+    if source_model is not None and (keras_model or not _is_keras_model(source_model)):
+        raise TypeError("source_model= is the Keras model a gradient-free model (a .tflite runner) was exported "
+                        f"from; got model {type(model).__name__} and source_model {type(source_model).__name__}")
     x_all = np.asarray(x)
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -136,8 +139,8 @@ def evaluate_robustness(
     start_all = time.perf_counter()
     if keras_model:
         # Scores from the cached compiled forward pass the attacks also use (logits: same argmax as the softmax).
-        from qrobust_keras.attacks._common import PredictFn
-        from qrobust_keras.attacks._gradients import forward_fn
+        from qrobust_keras.attacks.common import PredictFn
+        from qrobust_keras.attacks.gradients import forward_fn
 
         forward = forward_fn(model)
         predict = PredictFn(lambda a: forward(a).numpy(), batch_size or 256, name=model.name)
@@ -145,11 +148,13 @@ def evaluate_robustness(
         predict = as_predict_fn(model, batch_size or 256)
     scores = predict(x_all)
     if keras_model:
-        from qrobust_keras.attacks._common import as_int_labels
+        from qrobust_keras.attacks.common import as_int_labels
 
         labels = as_int_labels(labels, len(x_all), scores.shape[1])
     clean_correct = scores.argmax(axis=1) == labels
     count = len(x_all)
+    names, overrides, cascade, plan_settings, plan_notes = _attack_plan(
+        attacks, suite, attack_kwargs, cascade, norm, scores.shape[1], keras_model, source_model, predict, x_all)
 
     accuracy = {a: [] for a in names}
     mean_norm: dict[str, list] = {a: [] for a in names}
@@ -168,8 +173,10 @@ def evaluate_robustness(
 
         bar = keras.utils.Progbar(len(names) * len(eps_list), unit_name="attack run")
     done = 0
+    broken_by: list[list[str | None]] = []
     for e in eps_list:
         robust = clean_correct.copy()
+        first: list[str | None] = [None if ok else "clean" for ok in clean_correct.tolist()]
         for name in names:
             attacked = np.flatnonzero(robust if cascade else clean_correct)
             survived = np.zeros(count, bool)
@@ -179,7 +186,9 @@ def evaluate_robustness(
             if e == 0 or attacked.size == 0:
                 survived[attacked] = True
             else:
-                x_adv, info = registry.run_attack(name, model, x_all[attacked], labels[attacked], e, norm=norm,
+                white = registry.get_attack(name).kind == "white"
+                target = source_model if white and source_model is not None else model
+                x_adv, info = registry.run_attack(name, target, x_all[attacked], labels[attacked], e, norm=norm,
                                                   scale=scale, overrides=overrides.get(name), **common)
                 _check_bounds(name, x_all[attacked], x_adv, e, norm, clip_min, clip_max)
                 survived[attacked] = predict(x_adv).argmax(axis=1) == labels[attacked]
@@ -191,6 +200,8 @@ def evaluate_robustness(
                     if name not in notes[note]:
                         notes[note].append(name)
             seconds[name].append(time.perf_counter() - t0)
+            for i in np.flatnonzero(robust & ~survived & clean_correct):
+                first[i] = name
             robust &= survived
             accuracy[name].append(float(np.sum(robust if cascade else survived)) / count)
             mean_norm[name].append(float(norms.mean()) if norms.size else None)
@@ -198,6 +209,7 @@ def evaluate_robustness(
             done += 1
             if bar is not None:
                 bar.update(done, values=[("worst", float(robust.sum()) / count)])
+        broken_by.append(first)
         robust_masks.append(robust.tolist())
         robust_acc.append(float(robust.sum()) / count)
 
@@ -207,22 +219,65 @@ def evaluate_robustness(
         n=count, norm=norm, eps=[float(e) for e in eps_list], attacks=names,
         clean_accuracy=float(clean_correct.mean()), accuracy=accuracy, robust_accuracy=robust_acc,
         mean_norm=mean_norm, queries=queries, seconds=seconds, total_seconds=0.0,
-        clean_correct=clean_correct.tolist(), robust=robust_masks,
+        clean_correct=clean_correct.tolist(), robust=robust_masks, broken_by=broken_by,
         settings={"seed": seed, "scale": scale, "batch_size": batch_size, "cascade": bool(cascade),
                   "clip_min": clip_min, "clip_max": clip_max,
                   "attack_kwargs": {k: _jsonable(v) for k, v in overrides.items()},
-                  "eps_labels": [format_eps(e, norm) for e in eps_list]},
-        notes=[f"{', '.join(attacks_)}: {note}" for note, attacks_ in notes.items()])
+                  "eps_labels": [format_eps(e, norm) for e in eps_list], **plan_settings},
+        notes=plan_notes + [f"{', '.join(attacks_)}: {note}" for note, attacks_ in notes.items()])
     for name, fn in (diagnostics or {}).items():
         report.attach_diagnostics(name, fn(model, x_all, labels, report))
     report.total_seconds = time.perf_counter() - start_all
     return report
 
 
+def _attack_plan(attacks, suite, attack_kwargs, cascade, norm, n_classes, keras_model, source_model, predict,
+                 x) -> tuple[list[str], dict, bool, dict, list[str]]:
+    """(attack names, per-attack overrides, cascade, settings for the report, notes) of one evaluation."""
+    notes: list[str] = []
+    user = {registry.canonical_name(k): dict(v) for k, v in (attack_kwargs or {}).items()}
+    if suite is None:
+        names = [registry.canonical_name(a) for a in attacks]
+        overrides, label = user, "custom attack list (not the standard suite): " + ", ".join(names)
+    else:
+        plan = suite_plan(suite, n_classes)
+        if suite == "standard" and is_randomized(predict, x):
+            plan = suite_plan("rand", n_classes)
+            notes.append("the model's predictions differ between two passes on the same inputs (random at "
+                         "inference): AutoAttack's rand version ran instead of the standard one")
+        names, cascade = list(plan.attacks), plan.cascade
+        overrides = {name: {**plan.attack_kwargs[name], **user.get(name, {})} for name in names}
+        label = suite_label(plan, user)
+        if not keras_model and source_model is None:
+            names = [a for a in names if registry.get_attack(a).kind == "black"]
+            if not names:
+                raise ValueError(f"suite {plan.name!r} has no black-box attack to run on a model without gradients; "
+                                 "pass source_model= (the Keras model it was exported from)")
+            label = f"black-box only ({', '.join(names)}): an upper bound, not the {plan.name} suite"
+        elif source_model is not None:
+            label += "; white-box attacks transferred from the source Keras model, black-box attacks on the model"
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks contains duplicates: {list(attacks)}")
+    unused = set(user) - set(names)
+    if unused:
+        raise ValueError(f"attack_kwargs names attacks that are not run: {sorted(unused)}; attacks: {names}")
+    for name in names:
+        spec = registry.get_attack(name)
+        if norm not in spec.norms:
+            raise ValueError(f"attack {name!r} supports norm {' or '.join(spec.norms)}; got norm={norm!r}")
+    white = [a for a in names if registry.get_attack(a).kind == "white"]
+    if white and not keras_model and source_model is None:
+        raise TypeError(f"white-box attacks {white} need a Keras model with gradients; got a "
+                        f"{type(predict).__name__}. Pass source_model= (the Keras model it was exported from) to "
+                        f"attack it by transfer, or use black-box attacks: {registry.list_attacks('black')}")
+    settings = {"suite": suite, "suite_label": label, "transfer_from_source": source_model is not None}
+    return names, {k: v for k, v in overrides.items() if v}, bool(cascade), settings, notes
+
+
 def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Sequence[str],
                 eps_list: Sequence[float], *, steps: int | None = None, queries: int | None = None, seed: int = 0,
                 verbose: int = 0, batch_size: int = 256, clip_range: tuple[float, float] = (0.0, 1.0),
-                scale: str = "image") -> dict[str, Any]:
+                scale: str = "image", suite: str | None = None, source_model: Any = None) -> dict[str, Any]:
     """Robust accuracy of ``model`` per attack and L-inf budget and the per-sample worst case, as the JSON-ready
     summary that ``qrobust evaluate``, the demo and run reports show (``evaluate_robustness`` plus C&W-L2 scoring).
 
@@ -239,10 +294,14 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
         x, y: inputs in ``clip_range`` and integer labels.
         attacks: registry names (``cw_l2`` included).
         eps_list: L-inf budgets in input units.
+        suite: a named suite (``"standard"``, ``"rand"``, ``"quick"``) instead of ``attacks`` (which must then be
+            empty); ``steps``/``queries`` do not apply.
+        source_model: for ``kind="tflite"``, the Keras model the file was exported from (white-box attacks
+            transfer from it); see :func:`evaluate_robustness`.
 
     Returns:
         ``{"n", "clean", "results": {attack: {eps_label: acc}}, "worst": {eps_label: acc}, "eps", "attacks":
-        settings, "robustness_report": RobustnessReport.to_dict()}`` (accuracies in [0, 1], labels from
+        settings, "suite_label", "upper_bound", "robustness_report": RobustnessReport.to_dict()}`` (accuracies in [0, 1], labels from
         :func:`~qrobust_keras.evaluation.report.format_eps`); with ``cw_l2`` also ``"cw_l2_distortion"``: its success
         rate on the clean-correct samples and the mean/median L2 and L-inf distortion of the examples it found.
 
@@ -253,7 +312,14 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
     if kind not in ("keras", "tflite"):
         raise ValueError(f"kind must be 'keras' or 'tflite'; got kind={kind!r}")
     names = [registry.canonical_name(a) for a in attacks]
-    if kind == "tflite":
+    if suite is not None:
+        if names:
+            raise ValueError(f"give either suite= or attacks=, not both; got suite={suite!r} and attacks={names}")
+        report = evaluate_robustness(model, x, np.asarray(y), eps=list(eps_list), seed=seed, verbose=verbose,
+                                     scale=scale, clip_min=clip_range[0], clip_max=clip_range[1], suite=suite,
+                                     source_model=source_model, batch_size=batch_size if kind == "keras" else None)
+        names = report.attacks
+    if kind == "tflite" and source_model is None:
         white = [a for a in names if registry.get_attack(a).kind == "white"]
         if white:
             raise ValueError(f"attacks {white} need gradients; a .tflite file can only be attacked with black-box "
@@ -269,11 +335,14 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
         if queries is not None and name == "square":
             overrides[name] = {"queries": int(queries)}
     y = np.asarray(y)
-    report = None
-    if linf:
+    if suite is None and linf:
         report = evaluate_robustness(model, x, y, attacks=linf, eps=list(eps_list), seed=seed, verbose=verbose,
                                      attack_kwargs=overrides, scale=scale, clip_min=lo, clip_max=hi,
-                                     batch_size=batch_size if kind == "keras" else None)
+                                     batch_size=batch_size if kind == "keras" else None, source_model=source_model)
+    elif suite is None:
+        report = None
+    if report is not None:
+        overrides = {k: v for k, v in report.settings.get("attack_kwargs", {}).items()}
         clean_ok = np.asarray(report.clean_correct, bool)
         robust = {e: np.asarray(mask, bool) for e, mask in zip(eps_list, report.robust)}
         results = {name: {label[e]: float(acc) for e, acc in zip(eps_list, report.accuracy[name])} for name in linf}
@@ -284,7 +353,10 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
         clean_ok = scores.argmax(1) == y
         robust = {e: clean_ok.copy() for e in eps_list}
         results, settings = {}, {}
-    out = {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results}
+    what_ran = report.suite_label if report is not None else "custom attack list: " + ", ".join(names)
+    white_ran = any(registry.get_attack(a).kind == "white" for a in names)
+    out = {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results, "suite_label": what_ran,
+           "upper_bound": kind == "tflite" and not (white_ran and source_model is not None)}
     if "cw_l2" in names:
         results["cw_l2"], settings["cw_l2"], out["cw_l2_distortion"] = _cw_l2_scores(
             model, x, y, clean_ok, robust, label, scale=scale, seed=seed, clip_range=clip_range,

@@ -212,7 +212,8 @@ SPECS: dict[str, dict[str, Any]] = {
         "purpose": "The int4 ResNet-8 adversarially trained for the 8/255 budget the field reports (RobustBench).",
         "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
                     {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
-        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=""), _PUBLISH.format(name="resnet8_int4_at8")],
+        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=" --at-eps 8/255"),
+                     _PUBLISH.format(name="resnet8_int4_at8")],
     },
 }
 

@@ -10,7 +10,7 @@ def test_names_aliases_and_kinds():
     assert registry.canonical_name("CW") == "cw_l2"
     assert registry.canonical_name("apgd") == "apgd-ce"
     white = set(registry.list_attacks("white"))
-    assert white == {"fgsm", "bim", "pgd", "pgd-cw", "mim", "cw_l2", "apgd-ce", "apgd-dlr"}
+    assert white == {"fgsm", "bim", "pgd", "pgd-cw", "mim", "cw_l2", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t"}
     assert registry.canonical_name("cw_linf") == "pgd-cw"
     assert {"square", "spsa", "hopskipjump", "boundary", "zoo"} <= set(registry.list_attacks("black"))
     with pytest.raises(ValueError, match="unknown attack 'deepfool'.*pgd"):

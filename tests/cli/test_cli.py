@@ -231,6 +231,20 @@ def test_export_int8_with_c_array_then_attack_the_tflite_file(trained_run, share
     assert ev["model_kind"] == "tflite" and list(ev["results"]) == ["square"]
     assert ev["clean"] == pytest.approx(np.mean(TFLiteModel(str(tfl)).predict(x).argmax(1) == y))
     assert ev["results"]["square"]["8/255"] <= ev["clean"]
+    assert ev["upper_bound"] is True and "upper bound" in (tmp_path / "tfl_report" / "evaluation.md").read_text()
+
+    # the file by transfer from its Keras model plus Square on the file: a worst case, not an upper bound
+    rc = main(["attack", str(tfl), "--data-dir", str(shared_data / "cifar10"), "--eps", "8/255", "-n", "8",
+               "--suite", "quick", "--source-model", str(trained_run / "model.h5"),
+               "--out", str(tmp_path / "transfer"), "--verbose", "0"])
+    assert rc == 0
+    ev = json.loads((tmp_path / "transfer" / "evaluation.json").read_text())
+    assert ev["upper_bound"] is False and "transferred" in ev["suite_label"] and "quick" in ev["suite_label"]
+    assert list(ev["results"]) == ["fgsm", "pgd", "pgd-cw", "apgd-ce", "square"]
+    capsys.readouterr()
+    rc = main(["attack", str(tfl), "--data-dir", str(shared_data / "cifar10"), "--suite", "standard", "--attacks",
+               "pgd", "-n", "4", "--out", str(tmp_path / "y")])
+    assert rc == 2 and "either --suite or --attacks" in capsys.readouterr().err
 
     rc = main(["attack", str(tfl), "--data-dir", str(shared_data / "cifar10"), "--attacks", "pgd", "-n", "4",
                "--out", str(tmp_path / "x")])
