@@ -183,6 +183,32 @@ class RobustnessReport:
         return cls(**data)
 
     @classmethod
+    def concat(cls, reports: list["RobustnessReport"]) -> "RobustnessReport":
+        """One report over the budgets of ``reports`` (same model, samples, norm and attacks; evaluated one budget
+        at a time, e.g. to keep each budget's result when a long evaluation is interrupted).
+
+        Raises:
+            ValueError: no reports, or reports of different samples, norms or attacks.
+        """
+        if not reports:
+            raise ValueError("reports must hold at least one RobustnessReport; got an empty list")
+        first = reports[0]
+        for other in reports[1:]:
+            if (other.n, other.norm, other.attacks, other.clean_correct) != (first.n, first.norm, first.attacks,
+                                                                            first.clean_correct):
+                raise ValueError("reports differ in samples, norm or attacks; only budgets can be concatenated")
+        joined = lambda field: {a: sum((getattr(r, field).get(a, []) for r in reports), []) for a in first.attacks}  # noqa: E731
+        settings = dict(first.settings, eps_labels=sum((r.settings.get("eps_labels", []) for r in reports), []))
+        notes = list(dict.fromkeys(n for r in reports for n in r.notes))
+        return cls(model=first.model, n=first.n, norm=first.norm, eps=sum((r.eps for r in reports), []),
+                   attacks=list(first.attacks), clean_accuracy=first.clean_accuracy, accuracy=joined("accuracy"),
+                   robust_accuracy=sum((r.robust_accuracy for r in reports), []), mean_norm=joined("mean_norm"),
+                   queries=joined("queries"), seconds=joined("seconds"),
+                   total_seconds=sum(r.total_seconds for r in reports), clean_correct=list(first.clean_correct),
+                   robust=sum((r.robust for r in reports), []), broken_by=sum((r.broken_by for r in reports), []),
+                   settings=settings, notes=notes)
+
+    @classmethod
     def from_json(cls, path: str | os.PathLike) -> "RobustnessReport":
         """Read a report written by :meth:`to_json`."""
         with open(path, encoding="utf-8") as f:

@@ -18,14 +18,15 @@ Example (a tiny untrained model into a scratch zoo, on a few images, the quick s
 >>> model = qrk.models.resnet8(policy="int4"); model.save("/tmp/qrk_r8.h5")
 >>> x = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32"); y = np.arange(8) % 10
 >>> card = publish("tiny", "/tmp/qrk_r8.h5", (x, y), dataset="cifar10", eps=[8 / 255], suite="quick",
-...                representative_data=x, root="/tmp/qrk_zoo", overwrite=True)  # doctest: +SKIP
->>> sorted(card["files"]), card["eval_samples"]  # doctest: +SKIP
+...                representative_data=x, root="/tmp/qrk_zoo", overwrite=True, verbose=0)
+>>> sorted(card["files"]), card["eval_samples"]
 (['evaluation.json', 'export.json', 'model.h5', 'model.int8.tflite'], 8)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -45,8 +46,6 @@ __all__ = ["publish", "dataset_sha256", "evaluate_targets", "SPECS", "main"]
 def dataset_sha256(path: str) -> str:
     """sha256 over every file below ``path`` (relative path and bytes, in sorted order): identifies the exact
     training data a card's model saw."""
-    import hashlib
-
     digest = hashlib.sha256()
     for folder, dirs, files in sorted(os.walk(path)):
         dirs.sort()
@@ -105,7 +104,7 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             eps: Sequence[float], representative_data: np.ndarray, suite: str = "standard", scale: str = "image",
             run_dir: str | None = None, train_data: str | None = None, eval_set: str = "", purpose: str = "",
             input_description: str = "", targets: Sequence[dict[str, Any]] = (), commands: Sequence[str] = (),
-            seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False) -> dict[str, Any]:
+            seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False, verbose: int = 1) -> dict[str, Any]:
     """Build the zoo entry ``root/NAME`` from ``model_file`` and return its card (also written as ``card.json``).
 
     Args:
@@ -124,13 +123,13 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
         commands: the commands that reproduce the entry.
         root: the zoo folder (default: the package's).
         overwrite: replace an existing entry.
+        verbose: 1 shows the evaluation's progress, 0 is silent.
 
     Raises:
         ValueError: a bad name, or an existing entry without ``overwrite``.
     """
     from qrobust_keras import __version__
     from qrobust_keras._keras import qkeras, tf
-    from qrobust_keras.evaluation import evaluate_robustness
     from qrobust_keras.export import compare_runtimes, export_files
     from qrobust_keras.models.io import load_model
     from qrobust_keras.recipes.run import save_model_atomic
@@ -151,8 +150,9 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
                                     fidelity_data=(x, y))
     runtimes = compare_runtimes(tflite, x, y, runtimes=("litert", "litert-reference"))
     lo, hi = (0.0, 1.0) if scale == "image" else (float(np.min(x)), float(np.max(x)))
-    report = evaluate_robustness(model, x, y, eps=list(eps), suite=suite, seed=seed, scale=scale, clip_min=lo,
-                                 clip_max=hi, verbose=1, model_name=name)
+    report = _evaluate_per_budget(model, x, y, list(eps), suite=suite, seed=seed, scale=scale, clip=(lo, hi),
+                                  name=name, cache=None if run_dir is None else os.path.join(run_dir, "zoo_eval"),
+                                  model_sha256=zoo.sha256_file(os.path.join(entry, zoo.MODEL_FILE)), verbose=verbose)
     report.to_json(os.path.join(entry, "evaluation.json"))
     labels = report.settings["eps_labels"]
     training, recipe = _training_facts(run_dir, train_data)
@@ -179,6 +179,35 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
     card["files"] = {f: zoo.sha256_file(os.path.join(entry, f)) for f in sorted(os.listdir(entry))}
     atomic_write(os.path.join(entry, zoo.CARD_FILE), json.dumps(card, indent=1, default=_json_default))
     return card
+
+
+def _evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[float], *, suite: str, seed: int,
+                         scale: str, clip: tuple[float, float], name: str, cache: str | None, model_sha256: str,
+                         verbose: int = 1):
+    """``evaluate_robustness`` one budget at a time; with ``cache`` each budget's report is kept there (keyed by the
+    model file's sha256, the suite, seed and samples), so an interrupted publish resumes at the next budget."""
+    from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness
+
+    key = {"model_sha256": model_sha256, "suite": suite, "seed": seed, "n": int(len(x)), "scale": scale,
+           "labels_sha256": hashlib.sha256(np.asarray(y).tobytes()).hexdigest()}
+    reports = []
+    for e in eps:
+        path = None if cache is None else os.path.join(cache, f"{model_sha256[:16]}_{suite}_{e:.8f}.json")
+        if path is not None and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved.get("key") == key:
+                reports.append(RobustnessReport.from_dict(saved["report"]))
+                if verbose:
+                    print(f"{name}: eps {e:.6g} taken from {path}")
+                continue
+        report = evaluate_robustness(model, x, y, eps=[e], suite=suite, seed=seed, scale=scale, clip_min=clip[0],
+                                     clip_max=clip[1], verbose=verbose, model_name=name)
+        if path is not None:
+            os.makedirs(cache, exist_ok=True)
+            atomic_write(path, json.dumps({"key": key, "report": report.to_dict()}, default=_json_default))
+        reports.append(report)
+    return RobustnessReport.concat(reports)
 
 
 def _json_default(value: Any) -> Any:

@@ -108,3 +108,16 @@ def test_errors_name_the_argument(setup):
         evaluate_robustness(model, x, y[:5], suite="standard", verbose=0)
     with pytest.raises(TypeError, match="source_model"):
         evaluate_robustness(model, x, y, suite="standard", source_model=model, verbose=0)
+
+
+def test_budgets_evaluated_one_at_a_time_concatenate_to_the_joint_report(setup):
+    from qrobust_keras.evaluation import RobustnessReport
+
+    model, x, y = setup
+    kwargs = dict(attacks=["fgsm", "bim"], seed=0, verbose=0, scale="quick", cascade=True)
+    joint = evaluate_robustness(model, x, y, eps=[0.02, 0.05], **kwargs)
+    parts = RobustnessReport.concat([evaluate_robustness(model, x, y, eps=[e], **kwargs) for e in (0.02, 0.05)])
+    assert parts.robust == joint.robust and parts.accuracy == joint.accuracy and parts.broken_by == joint.broken_by
+    assert parts.eps == joint.eps and parts.settings["eps_labels"] == joint.settings["eps_labels"]
+    with pytest.raises(ValueError, match="at least one"):
+        RobustnessReport.concat([])
