@@ -142,9 +142,10 @@ def _build_fab(model: keras.Model, *, steps: int, norm: str, targeted: bool, n_c
             x_new = tf.reshape(x_new, tf.shape(x))
             logits = lm(x_new, training=False)
             adv = G.is_success(logits, t if targeted else y, targeted)
-            closer = tf.logical_and(adv, dist(x_new - x) < best)
+            moved = dist(x_new - x)
+            closer = tf.logical_and(adv, moved < best)
             x_best = tf.where(bshape(closer), x_new, x_best)
-            best = tf.where(closer, dist(x_new - x), best)
+            best = tf.where(closer, moved, best)
             x_cur = tf.where(bshape(adv), (1.0 - beta) * x + beta * x_new, x_new)
         return x_best, best
 
