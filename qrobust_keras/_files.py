@@ -2,7 +2,8 @@
 
 Every file goes through a temporary file in the destination folder and ``os.replace``, which is atomic on POSIX and
 Windows when both names are on one file system. A run killed part way leaves the old file or the new one, never half
-of one, and a failed write removes its temporary file.
+of one, and a failed write removes its temporary file. New files get the permissions the user's umask gives (as
+``open`` would), a replaced file keeps its own.
 
 Example:
 
@@ -56,12 +57,24 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], Any], overwrite: 
     os.close(fd)
     try:
         save(tmp)
+        if os.path.isfile(tmp):  # mkstemp makes 0600 files; give the mode a plain open() would
+            os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _file_mode(path: str) -> int:
+    """The mode for ``path``: an existing file keeps its own, a new one gets 0666 minus the process umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mask = os.umask(0)  # reading the umask means setting it; put it back at once
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def new_figure(figsize: tuple[float, float], **kwargs: Any) -> Any:

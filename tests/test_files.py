@@ -55,3 +55,21 @@ def test_save_figure_writes_a_png(tmp_path):
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["plot.png"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_new_files_get_the_mode_the_umask_gives_and_replaced_files_keep_theirs(tmp_path, umask):
+    # issue 26: every file was 0600 whatever the umask (mkstemp's mode survived os.replace)
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "report.md"
+        atomic_write(path, "a")
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777  # what open() gives
+        os.chmod(path, 0o640)
+        atomic_save(path, lambda tmp: open(tmp, "w").write("b"))
+        assert os.stat(path).st_mode & 0o777 == 0o640 and path.read_text() == "b"
+    finally:
+        os.umask(old)

@@ -246,6 +246,35 @@ def test_a_killed_run_resumes_without_losing_finished_epochs(tmp_path):
     assert seen_again.epochs == []  # a complete run is not trained again
 
 
+class _KillAtTrainEnd(keras.callbacks.Callback):
+    """Simulates a kill after ``fit`` finished (Keras' backup already deleted) but before ``model.h5`` is saved."""
+
+    def on_train_end(self, logs=None):
+        raise KeyboardInterrupt("killed after fit")
+
+
+def test_a_run_killed_after_its_last_epoch_is_not_trained_again(tmp_path):
+    # issue 26: the rerun used to start again at epoch 1 from random weights
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, size=32)
+    recipe = get_recipe("mlcommons", dataset="cifar10", epochs=2, batch_size=16)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        fit_recipe(recipe, (x, y), None, str(out), extra_callbacks=[_KillAtTrainEnd()], verbose=0)
+    assert not [f for f in (out / "backup").rglob("*") if f.is_file()] and not (out / "model.h5").exists()
+    from qrobust_keras.models import load_model
+
+    fitted = load_model(str(out / "last.h5")).get_weights()
+    seen = _Seen()
+    model = fit_recipe(recipe, (x, y), None, str(out), extra_callbacks=[seen], verbose=0)
+    assert seen.epochs == []
+    assert [r["epoch"] for r in read_history(str(out / "history.csv"))] == [0, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), fitted))
+    assert (out / "model.h5").exists()
+    assert json.loads((out / "run_config.json").read_text())["status"] == "complete"
+
+
 def test_resuming_with_a_different_recipe_is_refused(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=32)

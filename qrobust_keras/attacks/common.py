@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from qrobust_keras._checks import check_int
+from qrobust_keras._checks import check_input_batch, check_int
 
 __all__ = ["parse_norm", "as_int_labels", "check_batch", "check_attack_inputs", "project", "float32_inside",
            "enforce_constraints", "perturbation_norms", "batches", "AttackInfo", "PredictFn", "as_predict_fn"]
@@ -74,26 +74,14 @@ def as_int_labels(y: Any, n: int, num_classes: int | None = None, name: str = "y
 
 
 def check_batch(x: Any, clip_min: float = 0.0, clip_max: float = 1.0, name: str = "x") -> np.ndarray:
-    """Return ``x`` as float32, checked to be a non-empty numeric batch, finite and inside [clip_min, clip_max].
+    """Return ``x`` as float32, checked by :func:`~qrobust_keras._checks.check_input_batch` to be a non-empty
+    numeric batch, finite and inside [clip_min, clip_max] (float error of 1e-6 is clipped away).
 
     Raises:
         ValueError: naming ``name``, the values found and (for 0-255 images) how to rescale them.
     """
-    x = np.asarray(x)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch of shape (n, ...); got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{name} must be numeric; got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values; attacks need "
-                         "finite inputs")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < clip_min - 1e-6 or hi > clip_max + 1e-6:
-        hint = " (images must be scaled to [0, 1]: divide uint8 pixels by 255)" if hi > 1.5 and clip_max == 1 else ""
-        raise ValueError(f"{name} must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}]; got values in "
-                         f"[{lo:g}, {hi:g}]{hint}")
-    return np.clip(x, clip_min, clip_max)
+    checked = check_input_batch(x, name, (clip_min, clip_max), range_name="[clip_min, clip_max]")
+    return np.clip(checked, clip_min, clip_max)
 
 
 def check_attack_inputs(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from qrobust_keras._checks import check_int, num_classes
+from qrobust_keras._checks import check_input_shape, check_int, num_classes
 from qrobust_keras.attacks.common import check_attack_inputs
 
 __all__ = ["prepare", "ProgressBar"]
@@ -52,14 +52,14 @@ def prepare(model: Any, x: Any, y: Any, eps: float, norm: Any, targeted: bool, c
     if y is None:
         if targeted:
             raise ValueError(f"{attack}: targeted=True needs y (the target classes); got y=None")
-        x_arr = np.asarray(x, np.float32)
-        x, _, norm = check_attack_inputs(x_arr, np.zeros(len(x_arr), np.int64), eps, norm, clip_min, clip_max)
+        x_arr = np.asarray(x)
+        placeholder = np.zeros(len(x_arr) if x_arr.ndim else 0, np.int64)  # x itself is checked first
+        x, _, norm = check_attack_inputs(x_arr, placeholder, eps, norm, clip_min, clip_max)
+        check_input_shape(G.get_logits_model(model), x, "the model")
         y = G.predict_labels(model, x, batch_size)
     else:
         x, y, norm = check_attack_inputs(x, y, eps, norm, clip_min, clip_max, num_classes=n_classes)
-    in_shape = tuple(G.get_logits_model(model).input_shape[1:])
-    if len(in_shape) == x.ndim - 1 and any(d is not None and d != s for d, s in zip(in_shape, x.shape[1:])):
-        raise ValueError(f"x has sample shape {x.shape[1:]} but the model expects {in_shape}")
+        check_input_shape(G.get_logits_model(model), x, "the model")
     return model, x, y, norm, n_classes
 
 

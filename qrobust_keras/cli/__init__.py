@@ -15,13 +15,16 @@ Example::
     qrobust export run/model.h5 --int8 --representative-data D --c-array --out export/
     qrobust report run/
 
-Every command has ``--help``. Budgets (``--eps``) accept fractions (``8/255``) and decimals (``0.03``).
+Every command has ``--help``. Budgets (``--eps``) accept fractions (``8/255``) and decimals (``0.03``). A failure
+the user can fix prints one ``qrobust CMD: error: ...`` line and exits 2; Ctrl-C prints ``qrobust CMD: interrupted``
+and exits 130. A failed command leaves no empty ``--out`` folder it created.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 
 from qrobust_keras.cli import quiet
@@ -31,7 +34,7 @@ __all__ = ["main", "build_parser", "parse_eps", "parse_eps_list", "parse_policy"
 
 _LEGACY = {  # names that lived here before the library took them over; still importable from qrobust_keras.cli
     "load_dataset": "qrobust_keras.data.datasets", "DataSpec": "qrobust_keras.data.datasets",
-    "run_attacks": "qrobust_keras.evaluation.robustness", "evaluation_markdown": "qrobust_keras.evaluation.report",
+    "run_attacks": "qrobust_keras.evaluation.summary", "evaluation_markdown": "qrobust_keras.evaluation.report",
     "plot_accuracy_vs_eps": "qrobust_keras.evaluation.report", "write_run_report": "qrobust_keras.recipes.report",
     "plot_history": "qrobust_keras.recipes.report",
 }
@@ -70,30 +73,101 @@ def _missing_path(args: argparse.Namespace) -> str | None:
     return None
 
 
+# Commands whose --out is a folder they create (report's --out is a file).
+_OUT_FOLDERS = ("train", "attack", "evaluate", "export", "demo")
+
+
+def _out_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--out`` cannot be written, answered before TensorFlow loads: for the commands that write a folder, an
+    existing file at ``--out`` or at one of its parent folders; for ``report``, an existing folder at ``--out``."""
+    out = getattr(args, "out", None)
+    if not out:
+        return None
+    if args.command == "report":
+        return (f"--out {out!r} is an existing folder; --out of `qrobust report` is the report file (default "
+                "RUN_DIR/report.md)") if os.path.isdir(out) else None
+    if args.command not in _OUT_FOLDERS:
+        return None
+    path = os.path.abspath(out)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.isdir(path):
+        return None
+    where = "is an existing file" if path == os.path.abspath(out) else f"lies under the existing file {path!r}"
+    return f"--out {out!r} {where}; --out names a folder (created when missing), give another path"
+
+
+def _created_out_folder(args: argparse.Namespace) -> str | None:
+    """The top-most folder that does not exist yet on the way to a command's ``--out`` folder (``--out`` itself, or
+    the first missing parent), or None when ``--out`` already exists: what the command may create."""
+    out = getattr(args, "out", None) if args.command in _OUT_FOLDERS else None
+    if not out or os.path.lexists(out):
+        return None
+    top = os.path.abspath(out)
+    while not os.path.lexists(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    return top
+
+
+def _remove_if_empty(folder: str | None) -> None:
+    """Remove ``folder`` when it holds no file at any depth (only empty folders), with ``os.rmdir`` only: a file that
+    appears meanwhile keeps its folders. A run folder with finished epochs holds files, so it stays to resume."""
+    if folder is None or not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    for root, dirs, files in os.walk(folder):
+        if files or any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            return
+    for root, _, _ in os.walk(folder, topdown=False):  # deepest first
+        try:
+            os.rmdir(root)
+        except OSError:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qrobust`` console script; returns the exit status.
 
-    Errors a user can fix (missing data, bad arguments, missing files) print one ``qrobust CMD: error: ...`` line
-    and return 2 instead of a traceback.
+    Errors a user can fix print one ``qrobust CMD: error: ...`` line and return 2 instead of a traceback: missing
+    data or files, bad arguments, an ``--out`` that is an existing file, a truncated or corrupt model file or the
+    official MLCommons file given as MODEL (:class:`~qrobust_keras.models.ModelFileError`), and every
+    :mod:`qrobust_keras.data.errors` exception (broken or unsafe dataset files). Ctrl-C prints
+    ``qrobust CMD: interrupted`` (for ``train``: rerunning the same command resumes) and returns 130. When a command
+    fails or is interrupted, an ``--out`` folder it created and left without files is removed; a folder that existed
+    before, or that holds files (a killed run's finished epochs), stays.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet.show_tf_logs(quiet.wants_tf_logs(argv))
     args = build_parser().parse_args(argv)
-    problem = _missing_path(args)
+    problem = _missing_path(args) or _out_problem(args)
     if problem:  # answered before TensorFlow loads: a typo in a path costs no start-up time
         print(f"qrobust {args.command}: error: {problem}", file=sys.stderr)
         return 2
-    if args.command != "zoo":  # listing and showing cards need no TensorFlow
-        quiet.import_tensorflow_quietly()
+    created = _created_out_folder(args)
+    status = 1
     try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:  # DataNotFoundError is a FileNotFoundError, ZooError a ValueError
+        if args.command != "zoo":  # listing and showing cards need no TensorFlow
+            quiet.import_tensorflow_quietly()
+        status = int(args.func(args) or 0)
+        return status
+    # qrobust_keras.data.errors: DataNotFoundError is a FileNotFoundError, CorruptDataError and WavFormatError are
+    # ValueErrors, UnsafePickleError is a pickle.UnpicklingError; ModelFileError and ZooError are ValueErrors.
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError, PermissionError) as exc:
         hint = ""
         if type(exc).__name__ == "DataNotFoundError" and getattr(args, "dataset", "cifar10") == "cifar10" \
                 and "download" in args and not args.download and not args.data_dir:
             hint = "rerun with --download to fetch CIFAR-10 (about 163 MB), or pass --data-dir DIR. "
         print(f"qrobust {args.command}: error: {hint}{exc}", file=sys.stderr)
-        return 2
+        status = 2
+        return status
+    except KeyboardInterrupt:
+        resume = "; rerun the same command to resume from the last finished epoch" if args.command == "train" else ""
+        print(f"qrobust {args.command}: interrupted{resume}", file=sys.stderr)
+        status = 130  # 128 + SIGINT, the shell's convention
+        return status
+    finally:
+        if status != 0:
+            _remove_if_empty(created)
+
 
 if __name__ == "__main__":
     sys.exit(main())

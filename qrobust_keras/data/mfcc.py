@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from qrobust_keras._checks import WAVEFORM_RANGE, check_input_batch
 from qrobust_keras._keras import keras, tf
 
 __all__ = ["MFCCConfig", "mfcc", "librosa_mfcc", "MFCC", "NORMALIZATIONS"]
@@ -150,11 +151,14 @@ def _as_batch(waveforms) -> tuple[np.ndarray, bool]:
         raise ValueError(f"waveforms must be a numeric array; got dtype={x.dtype}")
     if x.dtype.kind in "iu":  # integer PCM: scale like the loaders (int16 / 32768)
         x = x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
-    if x.ndim == 1:
-        return x[None].astype(np.float32), True
+    single = x.ndim == 1
+    if single:
+        x = x[None]
     if x.ndim != 2:
         raise ValueError(f"waveforms must have shape (samples,) or (clips, samples); got shape={x.shape}")
-    return x.astype(np.float32, copy=False), False
+    if x.size == 0:
+        return x.astype(np.float32), single
+    return check_input_batch(x, "waveforms", WAVEFORM_RANGE), single
 
 
 def mfcc(waveforms, *, backend: str = "tf", batch_size: int = 1024, config: MFCCConfig | None = None,

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from qrobust_keras._checks import check_input_shape  # re-exported: the check lives in one place
 from qrobust_keras._files import atomic_write
 
 __all__ = ["check_keras_model", "check_inputs", "check_input_shape", "predict_labels", "success_rate", "fmt",
@@ -48,16 +49,6 @@ def check_inputs(x: Any, y: Any, clip_min: float = 0.0, clip_max: float = 1.0, x
     if y is None:
         raise ValueError("y must be the true labels, int (n,) or one-hot (n, classes); got y=None")
     return x, as_int_labels(y, x.shape[0], num_classes)
-
-
-def check_input_shape(model: Any, x: np.ndarray, argument: str = "model") -> None:
-    """Raise if ``x``'s sample shape does not fit the model's input shape."""
-    shape = model.input_shape
-    if isinstance(shape, list):
-        raise ValueError(f"{argument} must have a single input; got input shapes {shape}")
-    want = tuple(shape[1:])
-    if len(want) != x.ndim - 1 or any(d is not None and d != s for d, s in zip(want, x.shape[1:])):
-        raise ValueError(f"x has sample shape {x.shape[1:]} but {argument} expects {want}")
 
 
 def predict_labels(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

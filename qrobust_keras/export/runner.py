@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from qrobust_keras._checks import check_int
+from qrobust_keras._checks import check_input_batch, check_int
 
 __all__ = ["TFLiteModel", "InputGrid", "RUNTIMES", "load_tflite_bytes", "TFLiteFormatError"]
 
@@ -320,17 +320,38 @@ class TFLiteModel:
                     np.float32(self.output_scale)).astype(np.float32)
         return np.asarray(q, np.float32)
 
+    def input_range(self) -> tuple[float, float] | None:
+        """The float values the file's int8 input can represent, ``scale * (q - zero_point)`` for q in
+        [qmin, qmax]; None for a float input."""
+        if self.input_grid is None:
+            return None
+        g = self.input_grid
+        return float(g.scale * (g.qmin - g.zero_point)), float(g.scale * (g.qmax - g.zero_point))
+
     def _check_x(self, x: Any) -> np.ndarray:
         x = np.asarray(x)
-        if x.ndim == len(self.input_shape):
+        if x.ndim == len(self.input_shape) and tuple(x.shape) == self.input_shape:
             raise ValueError(f"x must be a batch of shape (n, {', '.join(map(str, self.input_shape))}); got a single "
                              f"sample of shape {x.shape} (add a batch axis: x[None])")
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"x must have shape (n, {', '.join(map(str, self.input_shape))}) for model "
                              f"{self.source!r}; got {x.shape}")
-        if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"x must be numeric; got dtype {x.dtype}")
-        return x
+        if len(x) == 0:
+            return x.astype(np.float32)
+        checked = check_input_batch(x, "x")  # numeric and finite: NaN would quantize to an arbitrary code
+        grid = self.input_range()
+        if grid is not None:
+            # Values a little outside the grid saturate on the device too (an attack may step there); values
+            # farther outside than the grid's own width are a wrong scale (0-255 pixels for a [0, 1] file), which
+            # would saturate every sample to one code.
+            low, high = grid
+            width = high - low
+            lo, hi = float(checked.min()), float(checked.max())
+            if lo < low - width or hi > high + width:
+                hint = " (divide uint8 pixels by 255)" if hi > 1.5 and high <= 1.5 else ""
+                raise ValueError(f"x has values in [{lo:g}, {hi:g}] but the int8 input of {self.source!r} "
+                                 f"represents [{low:g}, {high:g}]; inputs that far outside would all saturate{hint}")
+        return checked
 
     # -- running --------------------------------------------------------------------------------------------------
     def predict_quantized(self, q: np.ndarray, batch_size: int | None = None) -> np.ndarray:

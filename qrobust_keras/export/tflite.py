@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_input_batch, image_range_of
 from qrobust_keras._files import atomic_write
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.export import flatbuffer
@@ -128,17 +129,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     return atomic_write(path, data, overwrite=overwrite, make_dirs=False)
 
 
-def _check_data(x: Any, model: keras.Model, argument: str) -> np.ndarray:
-    x = np.asarray(x)
-    expected = tuple(model.input_shape[1:])
-    if x.ndim != len(expected) + 1 or any(e is not None and e != d for e, d in zip(expected, x.shape[1:])):
-        raise ValueError(f"{argument} must be a batch of model inputs of shape (n, "
-                         f"{', '.join(str(d) for d in expected)}); got shape {x.shape}")
-    if len(x) == 0:
-        raise ValueError(f"{argument} must hold at least one sample; got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise ValueError(f"{argument} must be finite numbers in the model's input range")
-    return x.astype(np.float32)
+def _check_data(x: Any, model: keras.Model, argument: str, value_range: tuple[float, float] | None) -> np.ndarray:
+    return check_input_batch(x, argument, value_range, sample_shape=tuple(model.input_shape[1:]))
 
 
 def convert(model: keras.Model, representative_data: np.ndarray | None, int8: bool = True,
@@ -193,7 +185,7 @@ def _logits_layer(clone: keras.Model) -> str | None:
 def export_tflite(model: keras.Model, path: str | os.PathLike, representative_data: Any, int8: bool = True,
                   labels: Any = None, overwrite: bool = False, fidelity_data: Any = None, logits: bool = False,
                   calibration_samples: int = 500, exact_activations: bool = True,
-                  logit_range: str = "auto") -> ExportInfo:
+                  logit_range: str = "auto", input_range: Any = "auto") -> ExportInfo:
     """Export a Keras/QKeras classifier to a TFLite flatbuffer and measure how well the file matches it.
 
     Args:
@@ -218,6 +210,11 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
             step, so fewer top-2 ties; logits far below the top saturate), ``"minmax"`` keeps the converter's
             min/max over all classes. ``"auto"`` (default): ``"argmax"`` for a softmax output, ``"minmax"`` when
             ``logits=True`` (score-based attacks read every class's logit).
+        input_range: ``(low, high)`` every representative and fidelity input must lie in, checked before anything is
+            converted: calibrating on inputs of the wrong scale (0-255 pixels for a model trained on [0, 1])
+            gives a file that agrees with itself on that data and is wrong on real inputs. ``"auto"`` (default):
+            [0, 1] for RGB image models (:func:`~qrobust_keras._checks.image_range_of`), no range check otherwise;
+            ``None``: no range check (inputs must still be finite).
 
     Returns:
         :class:`ExportInfo` (size, op counts, quantization, fidelity).
@@ -245,7 +242,16 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
         logit_range = "minmax" if logits else "argmax"
     if not isinstance(calibration_samples, int) or calibration_samples < 1:
         raise ValueError(f"calibration_samples must be a positive integer; got {calibration_samples!r}")
-    rep = None if representative_data is None else _check_data(representative_data, model, "representative_data")
+    if isinstance(input_range, str) and input_range == "auto":
+        input_range = image_range_of(model)
+    elif input_range is not None:
+        ok = isinstance(input_range, (tuple, list)) and len(input_range) == 2
+        ok = ok and all(isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v) for v in input_range)
+        if not ok or not input_range[0] < input_range[1]:
+            raise ValueError(f"input_range must be 'auto', None or (low, high) with low < high; got {input_range!r}")
+        input_range = (float(input_range[0]), float(input_range[1]))
+    rep = None if representative_data is None else _check_data(representative_data, model, "representative_data",
+                                                               input_range)
     if int8 and rep is None:
         raise ValueError("representative_data is required for int8 export; pass a few hundred training inputs")
     fid_x, fid_y = rep, labels
@@ -254,7 +260,7 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
             fid_x, fid_y = fidelity_data
         else:
             fid_x, fid_y = fidelity_data, labels
-        fid_x = _check_data(fid_x, model, "fidelity_data")
+        fid_x = _check_data(fid_x, model, "fidelity_data", input_range)
     if fid_y is not None:
         fid_y = np.asarray(fid_y)
         fid_y = fid_y.argmax(1) if fid_y.ndim == 2 else fid_y.reshape(-1)

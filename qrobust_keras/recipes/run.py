@@ -122,6 +122,20 @@ def read_history(path: str) -> list[dict]:
     return out
 
 
+def _fit_finished(out: str, epochs: int) -> bool:
+    """True when the run in ``out`` finished ``fit``: every epoch has its history row, ``last.h5`` exists and
+    Keras' backup is gone (``BackupAndRestore`` deletes its files only when ``fit`` returns, after the last epoch's
+    callbacks, so ``last.h5`` is then the model after the final epoch)."""
+    import os
+
+    history, last = os.path.join(out, HISTORY_CSV), os.path.join(out, LAST_MODEL)
+    backup_files = [f for _, _, files in os.walk(os.path.join(out, BACKUP_DIR)) for f in files]
+    if backup_files or not (os.path.exists(history) and os.path.exists(last)):
+        return False
+    done = {int(row["epoch"]) for row in read_history(history) if "epoch" in row}
+    return done >= set(range(epochs))
+
+
 def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[keras.Model, str]:
     """The model behind ``fit_recipe(init_weights=...)`` and how ``run_config.json`` records it."""
     import os
@@ -160,7 +174,14 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     metrics, validation metrics, lr, seconds; rows of repeated epochs are replaced), ``out/last.h5`` after every
     epoch, ``out/backup/`` (``keras.callbacks.BackupAndRestore``: weights, optimizer state and epoch counter; deleted
     when training completes) and finally ``out/model.h5``. Running it again with the same folder resumes at the
-    first unfinished epoch; a finished run is not trained again.
+    first unfinished epoch; a finished run is not trained again, and a run killed after its last epoch but before
+    ``model.h5`` was written continues from ``last.h5`` with the steps after ``fit`` (no epoch is repeated).
+
+    Resuming restores the weights, the optimizer state and the epoch counter exactly; the input order,
+    augmentation and the stochastic quantizers' noise of the epochs after a resume are fresh draws from the same
+    seed rather than the ones the uninterrupted run would have drawn (``tf.data`` and TensorFlow's random
+    generators restart with the process), so a resumed run ends near but not bit-identical to an uninterrupted
+    one. Mid-epoch kills repeat only the unfinished epoch.
 
     Args:
         recipe: the recipe (its ``epochs`` is the total number of epochs).
@@ -243,8 +264,16 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
                  *(extra_callbacks or [])]
     val = None if validation is None else train_dataset(recipe, *validation, training=False)
     start = time.time()
-    model.fit(train_dataset(recipe, x, y), validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
-              verbose=verbose)
+    if _fit_finished(out, recipe.epochs):
+        # killed after the last epoch but before model.h5: last.h5 holds the finished fit (BackupAndRestore has
+        # already deleted its state), so only the steps after fit remain
+        model.load_weights(os.path.join(out, LAST_MODEL))
+        if verbose:
+            print(f"qrobust: {out} finished all {recipe.epochs} epochs before it stopped; continuing from "
+                  f"{LAST_MODEL} without training again")
+    else:
+        model.fit(train_dataset(recipe, x, y), validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
+                  verbose=verbose)
     if recipe.bn_recalibration:
         from qrobust_keras.training.bn_recalibration import recalibrate_batchnorm
 

@@ -114,6 +114,13 @@ def test_bad_arguments():
         mfcc(np.zeros(16000), n_mels=40)
     with pytest.raises(ValueError, match="fft_length must be >= frame_length"):
         MFCCConfig(fft_length=256)
+    # issue 26: a NaN waveform gave all-NaN features; int16-scale floats give garbage features
+    wave = np.zeros((2, 16000), np.float32)
+    wave[1, 5] = np.nan
+    with pytest.raises(ValueError, match="waveforms contains 1 NaN or infinite values"):
+        mfcc(wave)
+    with pytest.raises(ValueError, match=r"waveforms must lie in \[-1, 1\].*divide int16 PCM samples by 32768"):
+        mfcc(np.full(16000, 3000.0, np.float32))
     assert MFCCConfig().output_shape == (49, 10, 1)
 
 

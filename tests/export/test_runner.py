@@ -100,6 +100,24 @@ def test_wrong_input_shapes_give_clear_errors(int8_file, tiny_inputs):
         tfl.predict(tiny_inputs[:2], batch_size=0)
 
 
+def test_nan_and_wrong_scale_inputs_are_refused(int8_file, tiny_inputs):
+    # issue 26: NaN gave scores (a numpy warning only) and 0-255 pixels saturated every sample to one class
+    tfl = TFLiteModel(int8_file)
+    low, high = tfl.input_range()
+    assert low <= 0.0 and 0.99 <= high <= 1.01  # calibrated on [0, 1] images
+    bad = tiny_inputs[:4].copy()
+    bad[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="x contains 1 NaN or infinite values"):
+        tfl.predict(bad)
+    with pytest.raises(ValueError, match=r"x has values in \[0, 255\].*saturate.*divide uint8 pixels by 255"):
+        tfl.predict(np.round(tiny_inputs[:4] * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="x must be a real numeric array"):
+        tfl.predict(tiny_inputs[:4].astype(str))
+    # a step outside the grid (where an attack may land) saturates as on the device, without an error
+    np.testing.assert_array_equal(tfl.predict(np.clip(tiny_inputs[:4] + 0.2, 0, 1.2)).argmax(1),
+                                  tfl.predict(np.clip(tiny_inputs[:4] + 0.2, 0, high)).argmax(1))
+
+
 def test_input_grid_project_keeps_eps_and_lands_on_the_grid(int8_file):
     grid = TFLiteModel(int8_file).input_grid
     assert isinstance(grid, InputGrid) and grid.zero_point == -128

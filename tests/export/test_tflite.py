@@ -188,10 +188,32 @@ def test_bad_arguments_give_clear_errors(tiny_inputs, tmp_path):
     model = tiny_model(POLICIES["float"])
     with pytest.raises(ValueError, match="representative_data is required"):
         export_tflite(model, tmp_path / "a.tflite", None)
-    with pytest.raises(ValueError, match=r"representative_data must be a batch .* shape \(n, 12, 12, 3\)"):
+    with pytest.raises(ValueError, match=r"representative_data must have shape \(n, 12, 12, 3\)"):
         export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:, :8])
     with pytest.raises(ValueError, match="labels must have one entry per fidelity sample"):
         export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:16], labels=[0, 1])
+
+
+def test_calibration_on_0_255_pixels_is_refused_before_conversion(tiny_inputs, tmp_path):
+    # issue 26: uint8 0-255 calibration data gave a file with input_scale 1.0 that agreed with itself on that data
+    # and with the Keras model on a third of real [0, 1] images
+    model = tiny_model(POLICIES["int4"])
+    pixels = np.round(tiny_inputs * 255).astype(np.uint8)
+    for data in (pixels, pixels.astype(np.float32)):
+        with pytest.raises(ValueError, match=r"representative_data must lie in \[0, 1\].*divide uint8 pixels by 255"):
+            export_tflite(model, tmp_path / "a.tflite", data)
+    with pytest.raises(ValueError, match=r"fidelity_data must lie in \[0, 1\]"):
+        export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:16], fidelity_data=pixels[:16])
+    bad = tiny_inputs[:16].copy()
+    bad[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="representative_data contains 1 NaN or infinite values"):
+        export_tflite(model, tmp_path / "a.tflite", bad)
+    with pytest.raises(ValueError, match=r"input_range must be 'auto', None or \(low, high\)"):
+        export_tflite(model, tmp_path / "a.tflite", tiny_inputs[:16], input_range=(1, 0))
+    assert not (tmp_path / "a.tflite").exists()
+    # a model whose inputs are not [0, 1] images states its own range, or none
+    info = export_tflite(model, tmp_path / "b.tflite", tiny_inputs[:32] * 2 - 1, input_range=(-1, 1))
+    assert info.size_bytes > 0
 
 
 def test_ternary_activations_are_refused_with_a_clear_error(tiny_inputs, tmp_path):
