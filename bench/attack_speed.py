@@ -34,28 +34,10 @@ import numpy as np
 
 import qrobust_keras as qrk
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models import copy_weights_by_name
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def build_model(data: pathlib.Path, x_train: np.ndarray, y_train: np.ndarray, epochs: int) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    ref_path = data / "models" / "mlcommons" / "pretrainedResnet.h5"
-    source = "random init"
-    if ref_path.exists():
-        # Same layer names as the float reference; Rescaling(255) in front keeps our [0, 1] input convention.
-        model = qrk.models.resnet8(policy="int4", input_scale=255.0)
-        ref = qrk.models.load_mlcommons("resnet8", ref_path)
-        copied = len(copy_weights_by_name(ref, model))
-        source = f"MLCommons float weights ({copied} layers copied)"
-    else:
-        model = qrk.models.resnet8(policy="int4")
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    if epochs:
-        model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
-    print(f"model: ResNet-8 int4 (QKeras), init from {source}, {epochs} epoch(s) of QAT on {len(x_train)} images")
-    return model
+sys.path.insert(0, str(REPO / "bench"))
+from _models import int4_resnet8 as build_model  # noqa: E402  (shared with square_speed.py)
 
 
 def robust_accuracy(model: keras.Model, x_adv: np.ndarray, y: np.ndarray) -> float:

@@ -155,21 +155,10 @@ def square_section(model, x, y, eps: float = 4 / 255, queries: int = 200, batch_
 def _model(data: pathlib.Path, x_train, y_train, epochs: int):
     sys.path.insert(0, str(REPO / "bench"))
     try:
-        from attack_speed import build_model  # the same int4 ResNet-8 as the attack-speed benchmark
-    except ImportError:
-        build_model = None
+        from _models import int4_resnet8  # the same int4 ResNet-8 as the attack-speed benchmark
     finally:
         sys.path.pop(0)
-    if build_model is not None:
-        return build_model(data, x_train, y_train, epochs)
-    from qrobust_keras._keras import keras
-
-    keras.utils.set_random_seed(0)
-    model = qrk.models.resnet8(policy="int4")
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=max(epochs, 3), batch_size=64, verbose=0)
-    print(f"model: ResNet-8 int4 (QKeras), {max(epochs, 3)} epochs from scratch on {len(x_train)} images")
-    return model
+    return int4_resnet8(data, x_train, y_train, epochs)
 
 
 def main(argv=None) -> int:

@@ -191,7 +191,9 @@ class MixedPrecisionEnsemble(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        models = {k: keras.saving.deserialize_keras_object(v, custom_objects=custom_objects)
+        # keras.layers.deserialize reads both the new serialization (.keras) and the legacy one of .h5 files,
+        # whose members carry class_name "Functional" without a module
+        models = {k: keras.layers.deserialize(v, custom_objects=custom_objects)
                   for k, v in config.pop("models").items()}
         return cls(models, **config)
 

@@ -5,7 +5,8 @@ from qrobust_keras.evaluation.masking import (GradientMaskingReport, MaskingChec
                                               input_gradients, masking_diagnostic)
 from qrobust_keras.evaluation.misalignment import GradientMisalignment, gradient_misalignment
 from qrobust_keras.evaluation.report import RobustnessReport, evaluation_markdown, format_eps, plot_accuracy_vs_eps
-from qrobust_keras.evaluation.robustness import DEFAULT_WHITE_BOX, evaluate_robustness, run_attacks
+from qrobust_keras.evaluation.robustness import DEFAULT_WHITE_BOX, evaluate_robustness
+from qrobust_keras.evaluation.summary import run_attacks
 from qrobust_keras.evaluation.transferability import TransferabilityMatrix, transferability
 from qrobust_keras.evaluation.value_shift import LayerShift, ValueShiftReport, value_shift
 

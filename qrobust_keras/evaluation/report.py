@@ -123,7 +123,9 @@ class RobustnessReport:
     @property
     def suite_label(self) -> str:
         """What ran, in words: the suite's label, or the custom attack list (never "standard" unless it was)."""
-        return self.settings.get("suite_label") or "custom attack list: " + ", ".join(self.attacks)
+        from qrobust_keras.evaluation.suite import custom_label
+
+        return self.settings.get("suite_label") or custom_label(self.attacks)
 
     def to_markdown(self) -> str:
         """A markdown summary: accuracy table (attacks x eps, worst case last) and per-run details."""

@@ -24,7 +24,7 @@ import numpy as np
 from qrobust_keras.attacks import registry
 from qrobust_keras.attacks.common import as_predict_fn, check_attack_inputs, parse_norm, perturbation_norms
 from qrobust_keras.evaluation.report import RobustnessReport, format_eps
-from qrobust_keras.evaluation.suite import is_randomized, suite_label, suite_plan
+from qrobust_keras.evaluation.suite import custom_label, is_randomized, suite_label, suite_plan
 
 DEFAULT_WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr")
 
@@ -238,7 +238,7 @@ def _attack_plan(attacks, suite, attack_kwargs, cascade, norm, n_classes, keras_
     user = {registry.canonical_name(k): dict(v) for k, v in (attack_kwargs or {}).items()}
     if suite is None:
         names = [registry.canonical_name(a) for a in attacks]
-        overrides, label = user, "custom attack list (not the standard suite): " + ", ".join(names)
+        overrides, label = user, custom_label(names)
     else:
         plan = suite_plan(suite, n_classes)
         if suite == "standard" and is_randomized(predict, x):
@@ -274,125 +274,6 @@ def _attack_plan(attacks, suite, attack_kwargs, cascade, norm, n_classes, keras_
     return names, {k: v for k, v in overrides.items() if v}, bool(cascade), settings, notes
 
 
-def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Sequence[str],
-                eps_list: Sequence[float], *, steps: int | None = None, queries: int | None = None, seed: int = 0,
-                verbose: int = 0, batch_size: int = 256, clip_range: tuple[float, float] = (0.0, 1.0),
-                scale: str = "image", suite: str | None = None, source_model: Any = None) -> dict[str, Any]:
-    """Robust accuracy of ``model`` per attack and L-inf budget and the per-sample worst case, as the JSON-ready
-    summary that ``qrobust evaluate``, the demo and run reports show (``evaluate_robustness`` plus C&W-L2 scoring).
-
-    L-inf attacks run through :func:`evaluate_robustness` (registry defaults of ``scale``; ``steps`` overrides the
-    iterations of iterative attacks, ``queries`` the Square budget). A sample is robust at ``eps`` when it is
-    correct clean and under every attack at that ``eps``. C&W-L2 minimizes the L2 distortion and has no L-inf
-    budget (Carlini & Wagner 2017): it runs once, and a sample counts as broken at ``eps`` when its C&W example is
-    misclassified within L-inf distance ``eps``.
-
-    Args:
-        model: a Keras model (``kind="keras"``) or a :class:`~qrobust_keras.export.TFLiteModel` (``kind="tflite"``:
-            black-box attacks only).
-        kind: ``"keras"`` or ``"tflite"``.
-        x, y: inputs in ``clip_range`` and integer labels.
-        attacks: registry names (``cw_l2`` included).
-        eps_list: L-inf budgets in input units.
-        suite: a named suite (``"standard"``, ``"rand"``, ``"quick"``) instead of ``attacks`` (which must then be
-            empty); ``steps``/``queries`` do not apply.
-        source_model: for ``kind="tflite"``, the Keras model the file was exported from (white-box attacks
-            transfer from it); see :func:`evaluate_robustness`.
-
-    Returns:
-        ``{"n", "clean", "results": {attack: {eps_label: acc}}, "worst": {eps_label: acc}, "eps", "attacks":
-        settings, "suite_label", "upper_bound", "robustness_report": RobustnessReport.to_dict()}`` (accuracies in [0, 1], labels from
-        :func:`~qrobust_keras.evaluation.report.format_eps`); with ``cw_l2`` also ``"cw_l2_distortion"``: its success
-        rate on the clean-correct samples and the mean/median L2 and L-inf distortion of the examples it found.
-
-    Raises:
-        ValueError: white-box attacks on a ``.tflite`` file, an unknown ``kind``, or what
-            :func:`evaluate_robustness` refuses.
-    """
-    if kind not in ("keras", "tflite"):
-        raise ValueError(f"kind must be 'keras' or 'tflite'; got kind={kind!r}")
-    names = [registry.canonical_name(a) for a in attacks]
-    if suite is not None:
-        if names:
-            raise ValueError(f"give either suite= or attacks=, not both; got suite={suite!r} and attacks={names}")
-        report = evaluate_robustness(model, x, np.asarray(y), eps=list(eps_list), seed=seed, verbose=verbose,
-                                     scale=scale, clip_min=clip_range[0], clip_max=clip_range[1], suite=suite,
-                                     source_model=source_model, batch_size=batch_size if kind == "keras" else None)
-        names = report.attacks
-    if kind == "tflite" and source_model is None:
-        white = [a for a in names if registry.get_attack(a).kind == "white"]
-        if white:
-            raise ValueError(f"attacks {white} need gradients; a .tflite file can only be attacked with black-box "
-                             f"attacks ({', '.join(registry.list_attacks('black'))}) or by transfer from its Keras "
-                             "model")
-    lo, hi = clip_range
-    label = {e: format_eps(e, "inf", scale) for e in eps_list}
-    linf = [a for a in names if a != "cw_l2"]
-    overrides: dict = {}
-    for name in linf:
-        if steps is not None and name in ("bim", "pgd", "pgd-cw", "mim", "apgd-ce", "apgd-dlr", "spsa"):
-            overrides[name] = {"steps": int(steps)}
-        if queries is not None and name == "square":
-            overrides[name] = {"queries": int(queries)}
-    y = np.asarray(y)
-    if suite is None and linf:
-        report = evaluate_robustness(model, x, y, attacks=linf, eps=list(eps_list), seed=seed, verbose=verbose,
-                                     attack_kwargs=overrides, scale=scale, clip_min=lo, clip_max=hi,
-                                     batch_size=batch_size if kind == "keras" else None, source_model=source_model)
-    elif suite is None:
-        report = None
-    if report is not None:
-        overrides = {k: v for k, v in report.settings.get("attack_kwargs", {}).items()}
-        clean_ok = np.asarray(report.clean_correct, bool)
-        robust = {e: np.asarray(mask, bool) for e, mask in zip(eps_list, report.robust)}
-        results = {name: {label[e]: float(acc) for e, acc in zip(eps_list, report.accuracy[name])} for name in linf}
-        settings = {name: {label[e]: registry.attack_kwargs(name, eps=e, scale=scale, overrides=overrides.get(name))
-                           for e in eps_list} for name in linf}
-    else:
-        scores = model.predict(x, batch_size=batch_size, verbose=0) if kind == "keras" else model.predict(x)
-        clean_ok = scores.argmax(1) == y
-        robust = {e: clean_ok.copy() for e in eps_list}
-        results, settings = {}, {}
-    what_ran = report.suite_label if report is not None else "custom attack list: " + ", ".join(names)
-    white_ran = any(registry.get_attack(a).kind == "white" for a in names)
-    out = {"n": int(len(x)), "clean": float(clean_ok.mean()), "results": results, "suite_label": what_ran,
-           "upper_bound": kind == "tflite" and not (white_ran and source_model is not None)}
-    if "cw_l2" in names:
-        results["cw_l2"], settings["cw_l2"], out["cw_l2_distortion"] = _cw_l2_scores(
-            model, x, y, clean_ok, robust, label, scale=scale, seed=seed, clip_range=clip_range,
-            batch_size=batch_size)
-    out.update(worst={label[e]: float(robust[e].mean()) for e in eps_list}, eps=[float(e) for e in eps_list],
-               attacks=settings, robustness_report=None if report is None else report.to_dict())
-    return out
-
-
-def _cw_l2_scores(model: Any, x: np.ndarray, y: np.ndarray, clean_ok: np.ndarray, robust: dict, label: dict, *,
-                  scale: str, seed: int, clip_range: tuple[float, float], batch_size: int) -> tuple:
-    """C&W-L2 rows of :func:`run_attacks` (updates ``robust`` in place): accuracy per budget, settings, distortion."""
-    lo, hi = clip_range
-    x_adv = registry.run_attack("cw_l2", model, x, y, None, norm="2", scale=scale, seed=seed, clip_min=lo,
-                                clip_max=hi, batch_size=batch_size)
-    x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv
-    fooled = model.predict(x_adv, batch_size=batch_size, verbose=0).argmax(1) != y
-    delta = (x_adv - x).reshape(len(x), -1)
-    dist = np.abs(delta).max(1)
-    l2 = np.sqrt(np.square(delta).sum(1))
-    broken = clean_ok & fooled
-    # Carlini & Wagner 2017 report minimum-norm attacks by success rate and distortion of the found examples.
-    distortion = {"attacked": int(clean_ok.sum()), "success": float(broken.sum() / max(clean_ok.sum(), 1))}
-    for stat, fn in (("mean", np.mean), ("median", np.median)):
-        distortion[f"{stat}_l2"] = float(fn(l2[broken])) if broken.any() else None
-        distortion[f"{stat}_linf"] = float(fn(dist[broken])) if broken.any() else None
-    rows = {}
-    for e in robust:
-        ok = clean_ok & ~(fooled & (dist <= e + 1e-7))
-        rows[label[e]] = float(ok.mean())
-        robust[e] &= ok
-    settings = dict(registry.attack_kwargs("cw_l2", eps=None, scale=scale),
-                    note="L2 attack; broken at eps when misclassified within L-inf distance eps")
-    return rows, settings, distortion
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -416,3 +297,11 @@ def _check_bounds(name: str, x: np.ndarray, x_adv: np.ndarray, eps: float, norm:
         raise RuntimeError(f"attack {name!r} returned a perturbation of norm {worst:g} > eps={eps:g}")
     if float(x_adv.min()) < clip_min or float(x_adv.max()) > clip_max:
         raise RuntimeError(f"attack {name!r} returned values outside [{clip_min}, {clip_max}]")
+
+
+def __getattr__(name: str):
+    if name == "run_attacks":  # lived here before evaluation/summary.py
+        from qrobust_keras.evaluation.summary import run_attacks
+
+        return run_attacks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

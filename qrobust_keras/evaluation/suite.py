@@ -27,11 +27,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["SUITES", "SuitePlan", "suite_plan", "is_randomized", "suite_label"]
+__all__ = ["SUITES", "SuitePlan", "suite_plan", "is_randomized", "suite_label", "custom_label"]
 
 SUITES = ("standard", "rand", "quick")
 
@@ -100,6 +100,11 @@ def suite_label(plan: SuitePlan, overrides: Mapping[str, Mapping[str, Any]] | No
         return plan.label
     shown = "; ".join(f"{name} {', '.join(f'{k}={v}' for k, v in kw.items())}" for name, kw in changed.items())
     return f"{plan.name} suite with changed settings ({shown}): not the {plan.name} suite"
+
+
+def custom_label(attacks: Sequence[str]) -> str:
+    """The label of an evaluation that ran its own attack list instead of a suite (never read as standard)."""
+    return "custom attack list (not the standard suite): " + ", ".join(attacks)
 
 
 def is_randomized(predict: Any, x: np.ndarray, probes: int = 16) -> bool:

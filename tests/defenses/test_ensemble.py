@@ -119,6 +119,21 @@ def test_config_round_trip_float_members():
     assert clone.combine == "vote" and clone.member_names == ["a", "b"]
 
 
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_a_saved_ensemble_of_quantized_members_loads_with_the_same_outputs(suffix, tmp_path):
+    # legacy .h5 files store the bare class name and members as "Functional": loading used to fail
+    import qrobust_keras as qrk
+
+    keras.utils.set_random_seed(0)
+    ens = MixedPrecisionEnsemble({"int4": qrk.models.resnet8(policy="int4"), "int8": qrk.models.resnet8(policy="int8")})
+    x = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+    path = str(tmp_path / f"ens{suffix}")
+    ens.save(path)
+    loaded = qrk.models.load_model(path)
+    assert isinstance(loaded, MixedPrecisionEnsemble) and loaded.member_names == ["int4", "int8"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), ens.predict(x, verbose=0), atol=1e-6)
+
+
 def test_errors(members):
     m = members["float"]
     with pytest.raises(ValueError, match="at least two members; got 1"):
