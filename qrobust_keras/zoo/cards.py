@@ -60,6 +60,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     misses = [t for t in card.get("targets", []) if not t.get("met")]
     if misses:
         lines += ["**Targets missed:** " + "; ".join(f"{t['what']} (measured {t['measured']})" for t in misses), ""]
+    if card.get("budgets_pending"):
+        lines += ["**Not yet measured:** " + ", ".join(card["budgets_pending"]) + " (the evaluation of these budgets "
+                  "has not been run on this file)", ""]
     lines += [f"- dataset: {card['dataset']}; input: {card.get('input', '?')}",
               f"- evaluation: {card['eval_samples']} samples ({card.get('eval_set', '?')}); suite: **{card['suite']}**",
               f"- library {card.get('library_version', '?')}, TensorFlow {card.get('tensorflow', '?')}, QKeras "
@@ -81,7 +84,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     for name, row in (q.get("runtimes") or {}).items():
         if isinstance(row, dict) and "agreement" in row:
             lines.append(f"| TFLite Micro vs {name}: argmax agreement | {_pct(row['agreement'])} "
-                         f"({row['disagreements']} disagreements, {row['tied_disagreements']} of them top-score ties) |")
+                         f"({row['disagreements']} disagreements, {row['tied_disagreements']} of them top-score "
+                         "ties) |")
     train = card.get("training") or {}
     if train:
         lines += ["", "## Training", "", f"- data: {train.get('data', '?')} (sha256 {train.get('data_sha256', '?')})",
@@ -102,8 +106,8 @@ def render_markdown(card: dict[str, Any]) -> str:
 def leaderboard_markdown(cards: list[dict[str, Any]], references: list[dict[str, Any]] | None = None) -> str:
     """The README table: every zoo card, grouped by dataset, with the MLCommons references (not shipped) last."""
     references = reference_cards() if references is None else references
-    lines = []
-    for dataset in sorted({c["dataset"] for c in cards}):
+    lines = [] if cards else ["No trained model has been published to the zoo yet.", ""]
+    for dataset in sorted({c["dataset"] for c in cards} | {r["dataset"] for r in references}):
         group = [c for c in cards if c["dataset"] == dataset]
         budgets = list(dict.fromkeys(b for c in group for b in c["robust_accuracy"]))
         lines += [f"**{dataset}**", "", "| model | suite | clean | " + " | ".join(budgets) +

@@ -39,8 +39,9 @@ import numpy as np
 
 from qrobust_keras import zoo
 from qrobust_keras._files import atomic_write
+from qrobust_keras.zoo import cards
 
-__all__ = ["publish", "dataset_sha256", "evaluate_targets", "SPECS", "main"]
+__all__ = ["publish", "publish_reference", "dataset_sha256", "evaluate_targets", "SPECS", "REFERENCE_SPECS", "main"]
 
 
 def dataset_sha256(path: str) -> str:
@@ -104,7 +105,8 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             eps: Sequence[float], representative_data: np.ndarray, suite: str = "standard", scale: str = "image",
             run_dir: str | None = None, train_data: str | None = None, eval_set: str = "", purpose: str = "",
             input_description: str = "", targets: Sequence[dict[str, Any]] = (), commands: Sequence[str] = (),
-            seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False, verbose: int = 1) -> dict[str, Any]:
+            seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False, verbose: int = 1,
+            cache: str | None = None, pending_eps: Sequence[float] = ()) -> dict[str, Any]:
     """Build the zoo entry ``root/NAME`` from ``model_file`` and return its card (also written as ``card.json``).
 
     Args:
@@ -124,12 +126,17 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
         root: the zoo folder (default: the package's).
         overwrite: replace an existing entry.
         verbose: 1 shows the evaluation's progress, 0 is silent.
+        cache: folder keeping each evaluated budget, so an interrupted publish resumes (default
+            ``run_dir/zoo_eval`` when ``run_dir`` is given).
+        pending_eps: budgets the entry is meant to report that this publish did not evaluate; the card lists them
+            as not yet measured (``budgets_pending``) rather than leaving them out silently.
 
     Raises:
         ValueError: a bad name, or an existing entry without ``overwrite``.
     """
     from qrobust_keras import __version__
     from qrobust_keras._keras import qkeras, tf
+    from qrobust_keras.evaluation import format_eps
     from qrobust_keras.export import compare_runtimes, export_files
     from qrobust_keras.models.io import load_model
     from qrobust_keras.recipes.run import save_model_atomic
@@ -151,7 +158,8 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
     runtimes = compare_runtimes(tflite, x, y, runtimes=("litert", "litert-reference"))
     lo, hi = (0.0, 1.0) if scale == "image" else (float(np.min(x)), float(np.max(x)))
     report = _evaluate_per_budget(model, x, y, list(eps), suite=suite, seed=seed, scale=scale, clip=(lo, hi),
-                                  name=name, cache=None if run_dir is None else os.path.join(run_dir, "zoo_eval"),
+                                  name=name, cache=cache or (None if run_dir is None else os.path.join(run_dir,
+                                                                                                       "zoo_eval")),
                                   model_sha256=zoo.sha256_file(os.path.join(entry, zoo.MODEL_FILE)), verbose=verbose)
     report.to_json(os.path.join(entry, "evaluation.json"))
     labels = report.settings["eps_labels"]
@@ -174,10 +182,40 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
         "training": training, "recipe": recipe, "library_version": __version__, "tensorflow": tf.__version__,
         "qkeras": getattr(qkeras, "__version__", "0.9.0"), "python": sys.version.split()[0],
         "evaluation_seconds": round(time.time() - start, 1), "commands": list(commands),
+        "budgets_pending": [format_eps(e, "inf", scale) for e in pending_eps],
     }
     card["targets"] = evaluate_targets(card, targets)
     card["files"] = {f: zoo.sha256_file(os.path.join(entry, f)) for f in sorted(os.listdir(entry))}
     atomic_write(os.path.join(entry, zoo.CARD_FILE), json.dumps(card, indent=1, default=_json_default))
+    return card
+
+
+def publish_reference(name: str, model: Any, eval_data: tuple[np.ndarray, np.ndarray], *, dataset: str,
+                      eps: Sequence[float], representative_data: np.ndarray, root: str = cards.REFERENCES_DIR,
+                      cache: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The card of a reference model that the zoo is compared with but does not ship (the MLCommons Tiny models:
+    their weights are the user's copy), measured exactly as :func:`publish` measures a zoo entry: same evaluation
+    set, suite, budgets, exporter and int8 checks. Writes ``root/NAME.json`` (atomically) and returns the card;
+    ``files`` is empty and ``shipped`` False, since nothing of the model is in the package.
+
+    Args:
+        name: card name. model: the Keras model (e.g. ``load_mlcommons("resnet8", DIR)``, inputs in [0, 1]).
+        eval_data, dataset, eps, representative_data: as in :func:`publish`.
+        root: folder of the reference cards (default: the package's ``zoo/references``).
+        cache: folder keeping each evaluated budget (an interrupted run resumes).
+        kwargs: further :func:`publish` arguments (``suite``, ``purpose``, ``commands``, ...).
+    """
+    import tempfile
+
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"name must be letters, digits and '_'; got name={name!r}")
+    with tempfile.TemporaryDirectory(prefix="qrobust-reference-") as scratch:
+        model_file = os.path.join(scratch, "reference.h5")
+        model.save(model_file)
+        card = publish(name, model_file, eval_data, dataset=dataset, eps=eps, representative_data=representative_data,
+                       root=os.path.join(scratch, "zoo"), cache=cache, **kwargs)
+    card.update(files={}, shipped=False)
+    atomic_write(os.path.join(root, f"{name}.json"), json.dumps(card, indent=1, default=_json_default))
     return card
 
 
@@ -247,6 +285,18 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 
 
+# The references the leaderboard compares with: measured by publish_reference, not shipped.
+REFERENCE_SPECS: dict[str, dict[str, Any]] = {
+    "mlcommons_resnet8": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "model": "resnet8",
+        "purpose": "The MLCommons Tiny reference ResNet-8 (float, official weights, `load_mlcommons`), measured "
+                   "exactly as the zoo's entries; its int8 file is made by the library's exporter.",
+        "commands": ["python -m qrobust_keras.zoo.publish mlcommons_resnet8 --mlcommons MLCOMMONS_DIR "
+                     "--cifar10 CIFAR10_EXACT"],
+    },
+}
+
+
 def _cifar10_eval_and_calibration(cifar10_dir: str) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     from qrobust_keras.data import find_cifar10, read_pickle_batch
 
@@ -257,24 +307,54 @@ def _cifar10_eval_and_calibration(cifar10_dir: str) -> tuple[tuple[np.ndarray, n
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m qrobust_keras.zoo.publish NAME --run RUN_DIR --cifar10 DIR [--train-data DIR]``."""
+    """``python -m qrobust_keras.zoo.publish NAME --run RUN_DIR --cifar10 DIR [--train-data DIR]`` for a zoo entry,
+    ``python -m qrobust_keras.zoo.publish mlcommons_resnet8 --mlcommons DIR --cifar10 DIR`` for a reference card."""
     import argparse
 
-    p = argparse.ArgumentParser(description="publish a zoo entry (model, int8 file, card) from a finished run")
-    p.add_argument("name", choices=sorted(SPECS))
-    p.add_argument("--run", required=True, help="run folder of `qrobust train` (its model.h5 is shipped)")
-    p.add_argument("--cifar10", help="CIFAR-10 python batches (the exact test images are the evaluation set)")
+    p = argparse.ArgumentParser(description="publish a zoo entry (model, int8 file, card) from a finished run, or "
+                                            "the card of a reference model")
+    p.add_argument("name", choices=sorted(SPECS) + sorted(REFERENCE_SPECS))
+    p.add_argument("--run", help="run folder of `qrobust train` (its model.h5 is shipped); zoo entries only")
+    p.add_argument("--mlcommons", help="folder of the official MLCommons Tiny weights; references only")
+    p.add_argument("--cifar10", required=True, help="CIFAR-10 python batches (the exact test images are the "
+                                                    "evaluation set)")
     p.add_argument("--train-data", default=None, help="the training data folder (hashed onto the card)")
     p.add_argument("--suite", default="standard", help="evaluation suite (default standard)")
-    p.add_argument("--root", default=zoo.ZOO_DIR, help="zoo folder (default: the package's)")
+    p.add_argument("--root", default=None, help="zoo folder, or references folder (default: the package's)")
+    p.add_argument("--eps", default=None, help="only these budgets of the entry's (e.g. 2/255,8/255); the card "
+                                               "lists the others as not yet measured")
     args = p.parse_args(argv)
-    spec = SPECS[args.name]
     eval_data, calibration = _cifar10_eval_and_calibration(args.cifar10)
-    card = publish(args.name, os.path.join(args.run, "model.h5"), eval_data, dataset=spec["dataset"],
-                   eps=spec["eps"], representative_data=calibration, suite=args.suite, run_dir=args.run,
-                   train_data=args.train_data, eval_set=_CIFAR_EVAL, purpose=spec["purpose"],
-                   input_description=_IMAGE, targets=spec["targets"], commands=spec["commands"], root=args.root,
-                   overwrite=True)
+    spec = {**SPECS, **REFERENCE_SPECS}[args.name]
+    eps = list(spec["eps"])
+    if args.eps:
+        from qrobust_keras.cli.parsing import parse_eps_list
+
+        wanted = parse_eps_list(args.eps)
+        unknown = [e for e in wanted if not any(abs(e - s) < 1e-9 for s in eps)]
+        if unknown:
+            p.error(f"--eps {args.eps!r}: {unknown} are not budgets of {args.name} ({spec['eps']})")
+        eps = [e for e in eps if any(abs(e - w) < 1e-9 for w in wanted)]
+    pending = [e for e in spec["eps"] if e not in eps]
+    if args.name in REFERENCE_SPECS:
+        from qrobust_keras.models import load_mlcommons
+
+        if not args.mlcommons:
+            p.error(f"{args.name} is a reference card: pass --mlcommons DIR (the official weights)")
+        card = publish_reference(args.name, load_mlcommons(spec["model"], args.mlcommons), eval_data,
+                                 dataset=spec["dataset"], eps=eps, pending_eps=pending,
+                                 representative_data=calibration,
+                                 root=args.root or cards.REFERENCES_DIR, suite=args.suite, eval_set=_CIFAR_EVAL,
+                                 purpose=spec["purpose"], input_description=_IMAGE, commands=spec["commands"],
+                                 cache=os.path.join("runs", "reference_eval", args.name))
+    else:
+        if not args.run:
+            p.error(f"{args.name} is a zoo entry: pass --run RUN_DIR (the finished training run)")
+        card = publish(args.name, os.path.join(args.run, "model.h5"), eval_data, dataset=spec["dataset"],
+                       eps=eps, pending_eps=pending, representative_data=calibration, suite=args.suite,
+                       run_dir=args.run, train_data=args.train_data, eval_set=_CIFAR_EVAL, purpose=spec["purpose"],
+                       input_description=_IMAGE, targets=spec["targets"], commands=spec["commands"],
+                       root=args.root or zoo.ZOO_DIR, overwrite=True)
     print(zoo.card_markdown(card))
     return 0
 

@@ -1,0 +1,172 @@
+"""The model zoo: publishing writes cards from measurements of the shipped files, loading checks every file, the
+README leaderboard is rendered from the cards, and the shipped entries' cards agree with a fresh measurement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import qrobust_keras as qrk
+from qrobust_keras import zoo
+from qrobust_keras.export import TFLiteModel
+from qrobust_keras.zoo import cards
+from qrobust_keras.zoo.publish import REFERENCE_SPECS, SPECS, evaluate_targets, publish, publish_reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGETS = [{"what": ">= 0% clean", "metric": "clean_accuracy", "min": 0.0},
+           {"what": ">= 101% at 8/255", "metric": "robust_accuracy/8/255", "min": 1.01}]
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (12, 32, 32, 3)).astype(np.float32) / 255, np.arange(12) % 10
+
+
+@pytest.fixture(scope="module")
+def published(images, tmp_path_factory):
+    """A tiny int4 ResNet-8 published into a scratch zoo with the quick suite."""
+    folder = tmp_path_factory.mktemp("zoo")
+    qrk._keras.keras.utils.set_random_seed(0)
+    model = qrk.models.resnet8(policy="int4", filters=4)
+    model.save(folder / "trained.h5")
+    x, y = images
+    card = publish("tiny", str(folder / "trained.h5"), (x, y), dataset="cifar10", eps=[2 / 255, 8 / 255],
+                   representative_data=x, suite="quick", root=str(folder / "zoo"), targets=TARGETS,
+                   cache=str(folder / "cache"), verbose=0, commands=["echo reproduce"])
+    return folder, card
+
+
+def test_the_card_holds_what_the_shipped_files_measure(published, images):
+    folder, card = published
+    root = str(folder / "zoo")
+    x, y = images
+    assert zoo.list(root) == ["tiny"] and zoo.card("tiny", root) == json.loads(json.dumps(card))
+    assert set(zoo.REQUIRED_KEYS) <= set(card)
+    assert sorted(card["files"]) == ["evaluation.json", "export.json", "model.h5", "model.int8.tflite"]
+    zoo.verify("tiny", root)
+    model = zoo.load("tiny", root)
+    clean = float(np.mean(model.predict(x, verbose=0).argmax(1) == y))
+    assert card["clean_accuracy"] == pytest.approx(clean)
+    tfl = TFLiteModel(zoo.tflite_path("tiny", root))
+    assert card["int8"]["accuracy"] == pytest.approx(float(np.mean(tfl.predict(x).argmax(1) == y)))
+    assert card["int8"]["file_bytes"] == os.path.getsize(zoo.tflite_path("tiny", root))
+    report = qrk.evaluation.RobustnessReport.from_dict(json.load(open(os.path.join(root, "tiny",
+                                                                                    "evaluation.json"))))
+    assert list(card["robust_accuracy"].values()) == pytest.approx(report.robust_accuracy)
+    assert all(r <= card["clean_accuracy"] for r in card["robust_accuracy"].values())
+    assert card["suite"] == "quick" and "quick (not standard)" in card["suite_settings"]["suite_label"]
+    assert [t["met"] for t in card["targets"]] == [True, False]  # an impossible target is reported missed
+    text = zoo.card_markdown(card)
+    assert "**Targets missed:** >= 101% at 8/255" in text and "echo reproduce" in text
+
+
+def test_a_corrupted_or_unknown_entry_is_refused_naming_the_file(published, tmp_path):
+    import shutil
+
+    folder, _ = published
+    root = tmp_path / "copy"
+    shutil.copytree(folder / "zoo", root)
+    tfl = root / "tiny" / "model.int8.tflite"
+    tfl.write_bytes(tfl.read_bytes()[:100])
+    with pytest.raises(zoo.ZooError, match=r"model.int8.tflite.* is corrupted or truncated \(100 bytes"):
+        zoo.load("tiny", str(root))
+    os.remove(tfl)
+    with pytest.raises(zoo.ZooError, match=r"model.int8.tflite.* is missing"):
+        zoo.tflite_path("tiny", str(root))
+    with pytest.raises(zoo.ZooError, match=r"name='nope' is not a zoo model; available: tiny"):
+        zoo.card("nope", str(root))
+    (root / "tiny" / "card.json").write_text("{")
+    with pytest.raises(zoo.ZooError, match="cannot be read"):
+        zoo.card("tiny", str(root))
+
+
+def test_an_interrupted_publish_resumes_from_the_budgets_it_evaluated(published, images, capsys):
+    folder, card = published
+    x, y = images
+    again = publish("tiny", str(folder / "trained.h5"), (x, y), dataset="cifar10", eps=[2 / 255, 8 / 255],
+                    representative_data=x, suite="quick", root=str(folder / "zoo2"), cache=str(folder / "cache"),
+                    verbose=1)
+    out = capsys.readouterr().out
+    assert out.count("taken from") == 2
+    assert again["robust_accuracy"] == card["robust_accuracy"]
+    # another model (another sha256) never reuses them
+    other = qrk.models.resnet8(policy="int4", filters=4)
+    other.save(folder / "other.h5")
+    publish("tiny", str(folder / "other.h5"), (x, y), dataset="cifar10", eps=[8 / 255], representative_data=x,
+            suite="quick", root=str(folder / "zoo3"), cache=str(folder / "cache"), verbose=1)
+    assert "taken from" not in capsys.readouterr().out
+
+
+def test_reference_cards_ship_no_files_and_join_the_leaderboard(published, images, tmp_path):
+    _, card = published
+    x, y = images
+    qrk._keras.keras.utils.set_random_seed(1)
+    ref = publish_reference("ref_net", qrk.models.resnet8(policy="float", filters=4), (x, y), dataset="cifar10",
+                            eps=[2 / 255, 8 / 255], representative_data=x, root=str(tmp_path), suite="quick",
+                            verbose=0, pending_eps=[1 / 255])
+    saved = json.loads((tmp_path / "ref_net.json").read_text())
+    assert saved["files"] == {} and saved["shipped"] is False and saved["name"] == "ref_net"
+    assert saved["budgets_pending"] == ["1/255"] and list(saved["robust_accuracy"]) == ["2/255", "8/255"]
+    assert "**Not yet measured:** 1/255" in zoo.card_markdown(saved)
+    assert cards.reference_cards(str(tmp_path)) == [saved] and ref["clean_accuracy"] == saved["clean_accuracy"]
+    table = cards.leaderboard_markdown([card], [saved])
+    assert "| `tiny` | quick |" in table and "| ref_net (reference, not shipped) | quick |" in table
+    assert "missed: >= 101% at 8/255" in table
+
+
+def test_the_readme_leaderboard_is_rewritten_between_its_markers(published, tmp_path):
+    _, card = published
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{cards.BEGIN}\nstale\n{cards.END}\ntail\n")
+    assert cards.update_readme(str(readme), [card], check=True) is True
+    assert "stale" in readme.read_text()  # check mode writes nothing
+    assert cards.update_readme(str(readme), [card]) is True
+    text = readme.read_text()
+    assert "stale" not in text and "`tiny`" in text and text.endswith(f"{cards.END}\ntail\n")
+    assert cards.update_readme(str(readme), [card]) is False
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="lacks the leaderboard markers"):
+        cards.update_readme(str(readme), [card])
+
+
+def test_the_repository_readme_agrees_with_the_shipped_cards():
+    result = subprocess.run([sys.executable, "-m", "qrobust_keras.zoo.cards", "--readme",
+                             os.path.join(REPO, "README.md"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + "\nrun: python -m qrobust_keras.zoo.cards --readme README.md"
+
+
+def test_targets_are_read_from_the_card():
+    card = {"clean_accuracy": 0.8, "robust_accuracy": {"2/255": 0.44}}
+    got = evaluate_targets(card, [{"what": "a", "metric": "clean_accuracy", "min": 0.8},
+                                  {"what": "b", "metric": "robust_accuracy/2/255", "min": 0.45},
+                                  {"what": "c", "metric": "robust_accuracy/8/255", "min": 0.1}])
+    assert [t["met"] for t in got] == [True, False, False]
+
+
+@pytest.mark.parametrize("name", zoo.list())
+def test_each_shipped_entry_measures_what_its_card_says(name, shared_data):
+    """Clean and int8 accuracy of the shipped files on the card's evaluation set, measured again."""
+    zoo.verify(name)
+    card = zoo.card(name)
+    assert card["dataset"] == "cifar10" and card["eval_samples"] == 1017
+    from qrobust_keras.data import read_pickle_batch
+
+    x, y = read_pickle_batch(shared_data / "cifar10" / "cifar-10-batches-py" / "test_batch")
+    x = x.astype(np.float32) / 255
+    model = zoo.load(name)
+    assert float(np.mean(model.predict(x, verbose=0).argmax(1) == y)) == pytest.approx(card["clean_accuracy"],
+                                                                                        abs=2e-3)
+    tfl = TFLiteModel(zoo.tflite_path(name))
+    assert float(np.mean(tfl.predict(x).argmax(1) == y)) == pytest.approx(card["int8"]["accuracy"], abs=2e-3)
+    assert card["suite"] == "standard" and card["suite_settings"]["suite_label"].startswith("standard")
+    assert name in SPECS and card["commands"] == SPECS[name]["commands"]
+
+
+def test_reference_specs_and_zoo_specs_do_not_collide():
+    assert not set(SPECS) & set(REFERENCE_SPECS)
