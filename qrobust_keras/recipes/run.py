@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[ker
 def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str, *,
                extra_callbacks: list | None = None, verbose: int = 1, run_info: dict | None = None,
                clip_range: tuple[float, float] | None = None,
-               init_weights: str | keras.Model | None = None) -> keras.Model:
+               init_weights: str | keras.Model | None = None, strategy: Any = None) -> keras.Model:
     """Train a recipe into the run folder ``out``, resumable after a kill.
 
     Writes ``out/run_config.json`` (the recipe and ``run_info``), ``out/history.csv`` (one row per finished epoch:
@@ -202,6 +203,13 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
             workflow (Jacob et al. 2018, arXiv 1712.05877). A resumed run continues from its backup instead.
             Default: the recipe's own ``init_weights`` (``"int4_at"``: ``"mlcommons"``); ``"none"`` trains from
             random weights (the run records the recipe with ``init_weights=None``).
+        strategy: ``"default"`` (None), ``"mirrored"``, ``"multi-worker"`` or a ``tf.distribute.Strategy`` (see
+            :mod:`qrobust_keras.training.distribute`): the model is built in its scope, the data are sharded per
+            worker by ``tf.data`` with the recipe's global batch size unchanged, BatchNorm statistics are taken over
+            the global batch, and only the chief writes ``out`` (other workers write to scratch folders they
+            delete). Every worker of a multi-worker job runs the same call; a killed job resumes when it is started
+            again with the same command (``BackupAndRestore`` works across workers). Create a multi-worker strategy
+            before any other TensorFlow op of the process (pass the object), as TensorFlow requires.
 
     Returns:
         The trained model (also saved as ``out/model.h5``).
@@ -210,12 +218,19 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     import os
     import time
 
+    from qrobust_keras.training.distribute import make_strategy, remove_worker_dir, sync_batchnorm, worker_dir
+
+    strategy = make_strategy(strategy)
     if isinstance(init_weights, str) and init_weights.lower() == "none":
         init_weights = None
         if recipe.init_weights is not None:
             recipe = dataclasses.replace(recipe, init_weights=None,
                                          notes=recipe.notes + " Trained from random weights (init_weights='none').")
     os.makedirs(out, exist_ok=True)
+    # every worker reads the run's state from `out`; only the chief writes there (`write` is a scratch folder on
+    # the other workers)
+    write = worker_dir(out, strategy)
+    os.makedirs(write, exist_ok=True)
     final = os.path.join(out, FINAL_MODEL)
     x, y = train
     if clip_range is None:
@@ -242,7 +257,11 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
     config = {"recipe": recipe.to_dict(), "clip_range": list(clip_range), "run_info": run_info or {},
               "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
               "status": "training"}
-    model, callbacks = build_recipe(recipe, clip_range)
+    with strategy.scope():
+        model, callbacks = build_recipe(recipe, clip_range)
+        if strategy.num_replicas_in_sync > 1:
+            config["sync_batchnorm"] = sync_batchnorm(model)
+    config["strategy"] = {"name": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
     from_recipe = init_weights is None and recipe.init_weights is not None
     if init_weights is None:
         init_weights = recipe.init_weights
@@ -258,11 +277,12 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
                             "random weights") from exc
         copied = copy_weights_by_name(source, model)
         config["init_weights"] = {"path": described, "layers": len(copied)}
-    atomic_write(config_path, json.dumps(config, indent=2))
+    atomic_write(os.path.join(write, RUN_CONFIG), json.dumps(config, indent=2))
+    # BackupAndRestore gets the same folder on every worker: tf_keras keeps the non-chief copies apart itself
     callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)), *callbacks,
-                 HistoryCSV(os.path.join(out, HISTORY_CSV)), SaveLast(os.path.join(out, LAST_MODEL)),
+                 HistoryCSV(os.path.join(write, HISTORY_CSV)), SaveLast(os.path.join(write, LAST_MODEL)),
                  *(extra_callbacks or [])]
-    val = None if validation is None else train_dataset(recipe, *validation, training=False)
+    val = None if validation is None else _sharded(train_dataset(recipe, *validation, training=False), strategy)
     start = time.time()
     if _fit_finished(out, recipe.epochs):
         # killed after the last epoch but before model.h5: last.h5 holds the finished fit (BackupAndRestore has
@@ -272,8 +292,8 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
             print(f"qrobust: {out} finished all {recipe.epochs} epochs before it stopped; continuing from "
                   f"{LAST_MODEL} without training again")
     else:
-        model.fit(train_dataset(recipe, x, y), validation_data=val, epochs=recipe.epochs, callbacks=callbacks,
-                  verbose=verbose)
+        model.fit(_sharded(train_dataset(recipe, x, y), strategy), validation_data=val, epochs=recipe.epochs,
+                  callbacks=callbacks, verbose=verbose)
     if recipe.bn_recalibration:
         from qrobust_keras.training.bn_recalibration import recalibrate_batchnorm
 
@@ -283,9 +303,23 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
         if val is not None:
             config["bn_recalibration"]["val_accuracy"] = float(model.evaluate(val, verbose=0, return_dict=True)
                                                                .get("accuracy", float("nan")))
-    save_model_atomic(model, final)
+    save_model_atomic(model, os.path.join(write, FINAL_MODEL))
     config.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   seconds_last_session=round(time.time() - start, 1))
-    atomic_write(config_path, json.dumps(config, indent=2))
+    atomic_write(os.path.join(write, RUN_CONFIG), json.dumps(config, indent=2))
+    remove_worker_dir(out, strategy)
     return model
+
+
+def _sharded(dataset: Any, strategy: Any) -> Any:
+    """``dataset`` as the workers of ``strategy`` split it: each worker runs the whole pipeline (same shuffle and
+    augmentation seeds) and keeps its part of every global batch (``AutoShardPolicy.DATA``; the default FILE policy
+    cannot shard in-memory arrays). One process: unchanged."""
+    if getattr(strategy, "cluster_resolver", None) is None:
+        return dataset
+    from qrobust_keras._keras import tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
