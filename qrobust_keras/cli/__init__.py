@@ -14,6 +14,8 @@ Example::
         -n 500 --out report/
     qrobust export run/model.h5 --int8 --representative-data D --c-array --out export/
     qrobust report run/
+    qrobust evaluate run/model.h5 --data-dir D -n 10000 --shard 0/4 --out shards/0   # ... 1/4, 2/4, 3/4
+    qrobust report --merge shards/0 shards/1 shards/2 shards/3 --out report/
 
 Every command has ``--help``. Budgets (``--eps``) accept fractions (``8/255``) and decimals (``0.03``). A failure
 the user can fix prints one ``qrobust CMD: error: ...`` line and exits 2; Ctrl-C prints ``qrobust CMD: interrupted``
@@ -68,13 +70,36 @@ def _missing_path(args: argparse.Namespace) -> str | None:
     if model is not None and not os.path.exists(model):
         return (f"MODEL={model!r} does not exist; expected a .h5/.keras file, a SavedModel folder"
                 + (" or a .tflite file" if args.command != "export" else ""))
-    if args.command == "report" and not os.path.isdir(args.run_dir):
-        return f"RUN_DIR={args.run_dir!r} is not a folder; pass the --out folder of `qrobust train`"
+    if args.command == "report":
+        return _report_problem(args)
     return None
 
 
-# Commands whose --out is a folder they create (report's --out is a file).
+def _report_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments of ``qrobust report``: RUN_DIR and --merge are exclusive, --merge needs --out
+    and folders that hold an evaluation.json."""
+    if (args.run_dir is None) == (args.merge is None):
+        return ("give RUN_DIR (a run folder to report on) or --merge DIR... --out DIR (the shards of `qrobust evaluate "
+                f"--shard I/N` to join), not {'both' if args.merge else 'neither'}")
+    if args.merge is None:
+        return None if os.path.isdir(args.run_dir) else (f"RUN_DIR={args.run_dir!r} is not a folder; pass the --out "
+                                                         "folder of `qrobust train`")
+    if not args.out:
+        return ("--merge needs --out DIR: the folder for the merged evaluation.json, evaluation.md and "
+                "accuracy_vs_eps.png")
+    for folder in args.merge:
+        if not os.path.isfile(os.path.join(folder, "evaluation.json")):
+            return (f"--merge {folder!r} holds no evaluation.json; pass the --out folders of `qrobust evaluate "
+                    "--shard I/N`")
+    return None
+
+
+# Commands whose --out is a folder they create (report's --out is a file, except with --merge).
 _OUT_FOLDERS = ("train", "attack", "evaluate", "export", "demo")
+
+
+def _out_is_folder(args: argparse.Namespace) -> bool:
+    return args.command in _OUT_FOLDERS or (args.command == "report" and bool(getattr(args, "merge", None)))
 
 
 def _out_problem(args: argparse.Namespace) -> str | None:
@@ -83,10 +108,10 @@ def _out_problem(args: argparse.Namespace) -> str | None:
     out = getattr(args, "out", None)
     if not out:
         return None
-    if args.command == "report":
+    if args.command == "report" and not _out_is_folder(args):
         return (f"--out {out!r} is an existing folder; --out of `qrobust report` is the report file (default "
                 "RUN_DIR/report.md)") if os.path.isdir(out) else None
-    if args.command not in _OUT_FOLDERS:
+    if not _out_is_folder(args):
         return None
     path = os.path.abspath(out)
     while not os.path.lexists(path) and os.path.dirname(path) != path:
@@ -100,7 +125,7 @@ def _out_problem(args: argparse.Namespace) -> str | None:
 def _created_out_folder(args: argparse.Namespace) -> str | None:
     """The top-most folder that does not exist yet on the way to a command's ``--out`` folder (``--out`` itself, or
     the first missing parent), or None when ``--out`` already exists: what the command may create."""
-    out = getattr(args, "out", None) if args.command in _OUT_FOLDERS else None
+    out = getattr(args, "out", None) if _out_is_folder(args) else None
     if not out or os.path.lexists(out):
         return None
     top = os.path.abspath(out)

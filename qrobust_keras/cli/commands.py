@@ -27,7 +27,9 @@ def _load_data(args: argparse.Namespace, **kwargs):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from qrobust_keras.recipes import FINAL_MODEL, HISTORY_CSV, fit_recipe, get_recipe
+    from qrobust_keras.training.distribute import make_strategy
 
+    strategy = make_strategy(args.strategy)  # first: multi-worker collectives must be set up before other TF ops
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy,
                         filters=args.filters, at_eps=args.at_eps, at_ratio=args.at_ratio)
@@ -37,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"training and {len(data.test[0])} validation samples, {recipe.epochs} epochs, batch "
               f"{recipe.batch_size}; run folder {args.out}")
     fit_recipe(recipe, data.train, data.test if len(data.test[0]) else None, args.out, verbose=args.verbose,
-               run_info=data.describe(), init_weights=args.init_weights)
+               run_info=data.describe(), init_weights=args.init_weights, strategy=strategy)
     if args.verbose:
         print(f"qrobust train: done; model {os.path.join(args.out, FINAL_MODEL)}, history "
               f"{os.path.join(args.out, HISTORY_CSV)}")
@@ -60,10 +62,15 @@ def _load_any_model(path: str):
     return "keras", load_model(path, compile=False)
 
 
+def _evaluation_title(model: str, dataset: str) -> tuple[str, str]:
+    """(curve label, markdown title) of an evaluation of the model file ``model`` on ``dataset``."""
+    name = os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
+    return name, f"{name} on {dataset}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from qrobust_keras._files import atomic_write
     from qrobust_keras.data.datasets import to_float
-    from qrobust_keras.evaluation import evaluation_markdown, format_eps, plot_accuracy_vs_eps, run_attacks
+    from qrobust_keras.evaluation import format_eps, run_attacks, write_evaluation
 
     kind, model = _load_any_model(args.model)
     if args.suite and args.attacks:
@@ -85,17 +92,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.verbose:
         print(f"qrobust {args.command}: {args.model} ({kind}) on {len(x)} samples of {data.source}; "
               f"{'suite ' + args.suite if args.suite else 'attacks ' + ', '.join(attacks)}; eps "
-              f"{', '.join(format_eps(e, 'inf', scale) for e in args.eps)}")
+              f"{', '.join(format_eps(e, 'inf', scale) for e in args.eps)}"
+              + (f"; shard {args.shard[0]}/{args.shard[1]}" if args.shard else ""))
     ev = run_attacks(model, kind, x, y, attacks, args.eps, steps=args.steps, queries=args.queries, seed=args.seed,
-                     verbose=2 if args.verbose else 0, clip_range=clip, scale=scale, suite=args.suite,
-                     source_model=source)
+                     verbose=2 if args.verbose else 0, batch_size=args.batch_size, clip_range=clip, scale=scale,
+                     suite=args.suite, source_model=source, shard=args.shard)
     ev.update(model=os.path.abspath(args.model), model_kind=kind, data=data.describe())
-    os.makedirs(args.out, exist_ok=True)
-    name = os.path.splitext(os.path.basename(os.path.normpath(args.model)))[0]
-    atomic_write(os.path.join(args.out, "evaluation.json"), json.dumps(ev, indent=2))
-    md = evaluation_markdown(ev, f"{name} on {args.dataset}")
-    atomic_write(os.path.join(args.out, "evaluation.md"), md)
-    plot_accuracy_vs_eps({name: ev}, os.path.join(args.out, "accuracy_vs_eps.png"))
+    name, title = _evaluation_title(args.model, args.dataset)
+    if args.shard:
+        s = ev["robustness_report"]["settings"]["shard"]
+        title += f", shard {s['index']}/{s['count']} (samples {s['start']}-{s['stop'] - 1} of {s['n_total']})"
+    md = write_evaluation(ev, args.out, name, title)
     print(md)
     print(f"qrobust {args.command}: report in {os.path.abspath(args.out)}")
     return 0
@@ -160,10 +167,34 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _merge_report(args)
     from qrobust_keras.recipes.report import write_run_report
 
     path = write_run_report(args.run_dir, out=args.out)
     print(f"qrobust report: {path}")
+    return 0
+
+
+def _merge_report(args: argparse.Namespace) -> int:
+    """``qrobust report --merge DIR... --out DIR``: the shards' evaluation.json joined and written as
+    ``qrobust evaluate`` writes its own."""
+    from qrobust_keras.evaluation import merge_summaries, write_evaluation
+
+    shards = []
+    for folder in args.merge:
+        path = os.path.join(folder, "evaluation.json")
+        with open(path, encoding="utf-8") as f:
+            try:
+                shards.append(json.load(f))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--merge {folder!r}: {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                                 "pass the --out folders of `qrobust evaluate --shard I/N`") from None
+    ev = merge_summaries(shards)
+    name, title = _evaluation_title(ev.get("model", "model"), (ev.get("data") or {}).get("dataset", "data"))
+    md = write_evaluation(ev, args.out, name, title)
+    print(md)
+    print(f"qrobust report: merged {len(shards)} shards ({ev['n']} samples) into {os.path.abspath(args.out)}")
     return 0
 
 

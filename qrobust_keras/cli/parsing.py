@@ -19,8 +19,8 @@ from fractions import Fraction
 from qrobust_keras.attacks import registry
 from qrobust_keras.cli import commands
 
-__all__ = ["build_parser", "parse_eps", "parse_eps_list", "parse_attacks", "parse_policy", "RECIPES", "DATASETS",
-           "ATTACKS"]
+__all__ = ["build_parser", "parse_eps", "parse_eps_list", "parse_attacks", "parse_policy", "parse_shard", "RECIPES",
+           "DATASETS", "ATTACKS"]
 
 RECIPES = ("mlcommons", "stq_jr", "stq_jr_at", "int4_at")  # a literal: parsing must not import TensorFlow
 DATASETS = ("cifar10", "svhn", "speech_commands")
@@ -68,6 +68,26 @@ def parse_attacks(text: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"--attacks got unknown name(s) {unknown or [text]}; accepted: {', '.join(ATTACKS)}")
     return list(dict.fromkeys(names))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N``: shard ``I`` of ``N``, counted from 0 (``"0/4"`` .. ``"3/4"``) -> ``(I, N)``.
+
+    Raises:
+        ValueError: text that is not two integers ``I/N`` with ``0 <= I < N``; the message names the value.
+    """
+    raw = str(text).strip()
+    parts = raw.split("/")
+    try:
+        index, count = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        index = count = None
+    if index is None or not 0 <= index < count:
+        hint = f" (shards count from 0: the last of {count} is {count - 1}/{count})" \
+            if index is not None and count > 0 and index == count else ""
+        raise ValueError(f"--shard must be I/N with 0 <= I < N (shard I of N, counted from 0, e.g. 0/4); got --shard "
+                         f"{raw!r}{hint}")
+    return index, count
 
 
 def parse_policy(text: str) -> dict:
@@ -164,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "'mlcommons:DIR' starts from the official MLCommons Tiny float weights (DIR defaults to "
                         "$QROBUST_MLCOMMONS_DIR); 'none' trains from random weights (default: the recipe's start, "
                         "'mlcommons' for int4_at, random weights for the others)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+                   help="tf.distribute strategy: default (one device), mirrored (the GPUs of this machine), "
+                        "multi-worker (several processes or machines, from $TF_CONFIG; run the same command on "
+                        "every worker, the chief writes --out; see docs/distributed.md)")
     _add_common(p)
     p.set_defaults(func=commands.cmd_train)
 
@@ -193,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="iterations of PGD/BIM/MIM/APGD/SPSA (default: the attack registry's: PGD 20, APGD 100)")
         p.add_argument("--queries", type=int, default=None,
                        help="Square attack queries per sample (default: the registry's 1000)")
+        p.add_argument("--batch-size", type=int, default=256,
+                       help="attack batch size, also the seed block: attacks run per block of this many samples "
+                            "with a seed per block, so a sample's result never depends on the others (default 256; "
+                            "a .tflite MODEL uses blocks of 256)")
+        p.add_argument("--shard", type=_usage_checked(parse_shard), default=None, metavar="I/N",
+                       help="evaluate only shard I of N (0 <= I < N) of the -n samples: whole seed blocks, in order; "
+                            "merge the N --out folders with `qrobust report --merge DIR... --out DIR` "
+                            "(docs/distributed.md)")
         p.add_argument("--out", default="report", help="report folder (default report)")
         _add_common(p)
         p.set_defaults(func=commands.cmd_evaluate)
@@ -213,11 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, seed=False)
     p.set_defaults(func=commands.cmd_export)
 
-    p = sub.add_parser("report", help="markdown report and plots of a run folder",
+    p = sub.add_parser("report", help="markdown report and plots of a run folder, or merge evaluation shards",
                        description="Write RUN_DIR/report.md with training curves (history.csv -> training.png) "
-                                   "and every evaluation.json found under RUN_DIR (-> accuracy_vs_eps.png).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder of `qrobust train`")
-    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.md)")
+                                   "and every evaluation.json found under RUN_DIR (-> accuracy_vs_eps.png). With "
+                                   "--merge DIR... --out DIR: join the --out folders of `qrobust evaluate --shard "
+                                   "I/N` (all N shards) into one evaluation, written as `qrobust evaluate` writes "
+                                   "its own (evaluation.json, evaluation.md, accuracy_vs_eps.png).")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", default=None, help="run folder of `qrobust train`")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="the --out folders of `qrobust evaluate --shard I/N`, one per shard, in any order")
+    p.add_argument("--out", default=None, help="report file (default RUN_DIR/report.md); with --merge, the folder of "
+                                               "the merged evaluation (required)")
     _add_common(p, seed=False)
     p.set_defaults(func=commands.cmd_report)
 

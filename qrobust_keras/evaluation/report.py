@@ -1,6 +1,7 @@
 """RobustnessReport: the result of :func:`~qrobust_keras.evaluation.evaluate_robustness` as a small dataclass.
 
-It renders a markdown table, round-trips through JSON (written atomically) and plots accuracy against eps.
+It renders a markdown table, round-trips through JSON (written atomically), plots accuracy against eps, and joins
+reports of other budgets (:meth:`RobustnessReport.concat`) or of sample shards (:meth:`RobustnessReport.merge`).
 
 Example:
 
@@ -18,6 +19,8 @@ import json
 import math
 import os
 from typing import Any
+
+import numpy as np
 
 from qrobust_keras._files import atomic_write, new_figure, save_figure
 
@@ -69,7 +72,8 @@ class RobustnessReport:
         robust: per eps, per sample, worst-case robust (as in ``robust_accuracy``).
         broken_by: per eps, per sample, the first attack (in the order run) that broke it, ``"clean"`` when it was
             misclassified without attack, None when it stayed robust.
-        settings: seed, scale, batch size, cascade, overrides: what is needed to rerun the evaluation.
+        settings: seed, scale, batch size, cascade, overrides, the model's ``model_sha256``: what is needed to rerun
+            the evaluation; a shard's report also holds its ``shard`` record (see :meth:`merge`).
         notes: remarks collected from the attacks (forward mode, EOT, ...).
         diagnostics: results attached by diagnostic tools (e.g. gradient-masking checks), by name; each value is a
             JSON-serializable dict, optionally with a ``"flags"`` list of warnings shown in :meth:`to_markdown`.
@@ -211,6 +215,61 @@ class RobustnessReport:
                    settings=settings, notes=notes)
 
     @classmethod
+    def merge(cls, reports: list["RobustnessReport"]) -> "RobustnessReport":
+        """One report over the samples of ``reports``: the shards of one evaluation
+        (``evaluate_robustness(..., shard=(i, N))`` for ``i = 0 .. N-1``, in any order), equal per sample to the
+        evaluation run unsharded.
+
+        Per-sample fields (``clean_correct``, ``robust``, ``broken_by``) are the shards' lists joined in shard order.
+        Accuracies are recounted: with ``n_s`` the samples of shard ``s``, ``accuracy = sum_s round(acc_s n_s) / n``
+        (the same float as the unsharded count / n), and ``clean_accuracy``/``robust_accuracy`` are the means of the
+        joined masks. ``mean_norm`` is the mean of the shards' means weighted by the samples each attack broke,
+        ``queries`` weighted by the samples each attack ran on (both equal to the unsharded value up to float
+        rounding); ``seconds`` and ``total_seconds`` are summed over the shards (compute time, not wall time).
+        ``settings`` are the shards' common settings without the shard record.
+
+        Raises:
+            ValueError: the shards do not fit together, naming what differs (see
+                :func:`~qrobust_keras.evaluation.shards.check_shards`: model, seed, eps, attacks, settings, the
+                sample list, a missing or duplicated shard).
+        """
+        from qrobust_keras.evaluation.shards import check_shards
+
+        shards = check_shards(reports)
+        first = shards[0]
+        n = sum(r.n for r in shards)
+        eps_idx = range(len(first.eps))
+        joined = lambda field: [sum((list(getattr(r, field)[i]) for r in shards), []) for i in eps_idx]  # noqa: E731
+        counts = {r.settings["shard"]["index"]: _attack_counts(r) for r in shards}
+
+        def weighted(field: str, weight: str) -> dict[str, list[float | None]]:
+            out: dict[str, list[float | None]] = {}
+            for a in first.attacks:
+                out[a] = []
+                for i in eps_idx:
+                    parts = [(getattr(r, field).get(a, [None] * len(first.eps))[i],
+                              counts[r.settings["shard"]["index"]][a][i][weight]) for r in shards]
+                    parts = [(v, w) for v, w in parts if v is not None and w > 0]
+                    total = sum(w for _, w in parts)
+                    out[a].append(sum(v * w for v, w in parts) / total if total else None)
+            return out
+
+        clean_correct = sum((list(r.clean_correct) for r in shards), [])
+        robust = joined("robust")
+        accuracy = {a: [float(sum(round(r.accuracy[a][i] * r.n) for r in shards)) / n for i in eps_idx]
+                    for a in first.attacks}
+        seconds = {a: [sum((r.seconds.get(a) or [0.0] * len(first.eps))[i] for r in shards) for i in eps_idx]
+                   for a in first.attacks}
+        settings = {k: v for k, v in first.settings.items() if k != "shard"}
+        return cls(model=first.model, n=n, norm=first.norm, eps=list(first.eps), attacks=list(first.attacks),
+                   clean_accuracy=float(np.asarray(clean_correct, bool).mean()), accuracy=accuracy,
+                   robust_accuracy=[float(sum(row)) / n for row in robust], mean_norm=weighted("mean_norm", "broken"),
+                   queries=weighted("queries", "attacked"), seconds=seconds,
+                   total_seconds=sum(r.total_seconds for r in shards), clean_correct=clean_correct, robust=robust,
+                   broken_by=joined("broken_by"), settings=settings,
+                   notes=list(dict.fromkeys(note for r in shards for note in r.notes)))
+
+    @classmethod
     def from_json(cls, path: str | os.PathLike) -> "RobustnessReport":
         """Read a report written by :meth:`to_json`."""
         with open(path, encoding="utf-8") as f:
@@ -238,6 +297,25 @@ class RobustnessReport:
         ax.legend(fontsize=8)
         fig.tight_layout()
         save_figure(fig, path)
+
+
+def _attack_counts(report: RobustnessReport) -> dict[str, list[dict[str, int]]]:
+    """Per attack, per eps: how many samples the attack ran on (``attacked``) and broke (``broken``), recounted from
+    the accuracies: it ran on the clean-correct samples (in cascade mode: those every earlier attack left robust,
+    ``n`` times the previous row), and ``broken`` is that number minus ``n`` times its own row. These weigh the
+    shards' ``queries`` and ``mean_norm`` in :meth:`RobustnessReport.merge`."""
+    clean = int(sum(bool(c) for c in report.clean_correct))
+    out: dict[str, list[dict[str, int]]] = {}
+    for j, a in enumerate(report.attacks):
+        out[a] = []
+        for i, e in enumerate(report.eps):
+            before = clean
+            if report.settings.get("cascade") and j > 0:
+                before = round(report.accuracy[report.attacks[j - 1]][i] * report.n)
+            after = round(report.accuracy[a][i] * report.n)
+            ran = before if e > 0 else 0
+            out[a].append({"attacked": ran, "broken": before - after if e > 0 else 0})
+    return out
 
 
 def evaluation_markdown(ev: dict[str, Any], title: str) -> str:

@@ -24,6 +24,8 @@ import numpy as np
 from qrobust_keras.attacks import registry
 from qrobust_keras.attacks.common import as_predict_fn, check_attack_inputs, parse_norm, perturbation_norms
 from qrobust_keras.evaluation.report import RobustnessReport, format_eps
+from qrobust_keras.evaluation.shards import (block_seed, check_shard, model_fingerprint, samples_fingerprint,
+                                             shard_bounds)
 from qrobust_keras.evaluation.suite import custom_label, is_randomized, suite_label, suite_plan
 
 DEFAULT_WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr")
@@ -57,6 +59,7 @@ def evaluate_robustness(
     model_name: str | None = None,
     suite: str | None = None,
     source_model: Any = None,
+    shard: tuple[int, int] | None = None,
 ) -> RobustnessReport:
     """Accuracy of ``model`` under each attack at each eps, and the per-sample worst case over all attacks.
 
@@ -64,6 +67,12 @@ def evaluate_robustness(
     attack at that eps leaves it correctly classified ("robust accuracy", as in AutoAttack, Croce & Hein 2020,
     arXiv 2003.01690). Every adversarial example is re-scored here with the model's inference-mode predictions (the
     attacks' own success claims are not trusted), and its perturbation is checked against eps.
+
+    Seed blocks: the samples are cut into blocks of ``B = batch_size`` (256 when None) consecutive samples, and
+    every attack runs once per block, on the block's samples it attacks, with seed
+    :func:`~qrobust_keras.evaluation.shards.block_seed` ``(seed, k)`` for block ``k`` (``seed`` itself for block 0,
+    so an evaluation of at most ``B`` samples draws what the attacks called with ``seed`` draw). A sample's random
+    start, and so its result, depends only on its own block; this is what makes ``shard=`` exact.
 
     Args:
         model: a Keras classifier (all attacks), or a predict function / object with ``predict`` returning scores
@@ -75,9 +84,9 @@ def evaluate_robustness(
         eps: budgets in input units (L-inf: [0, 1] for images, e.g. ``[2/255, 8/255]``; L2: Euclidean).
         n: evaluate only the first n samples (None: all).
         norm: "inf" or "2" for every attack.
-        seed: seed passed to every attack (results are reproducible).
-        batch_size: passed to every attack and used for clean predictions (None: each attack's default; 256 for
-            predictions).
+        seed: seed of the attacks (results are reproducible); block ``k`` of samples gets ``block_seed(seed, k)``.
+        batch_size: passed to every attack and used for clean predictions; also the seed block (None: each
+            attack's default, 256 for predictions and blocks).
         verbose: 0 silent; 1 one progress bar over (attack, eps) runs; 2 also the attacks' own bars.
         attack_kwargs: per-attack overrides of the registry defaults, e.g. ``{"pgd": {"steps": 50}}``.
         scale: default table to use: "image", "audio" or "quick" (see the registry).
@@ -95,12 +104,19 @@ def evaluate_robustness(
             from: white-box attacks run on it and their examples are scored on ``model`` (transfer), black-box
             attacks run on ``model`` itself. Without it a suite on such a model runs its black-box attacks only and
             the report calls the result an upper bound.
+        shard: ``(index, count)``: evaluate only shard ``index`` of ``count`` of the (first ``n``) samples, the
+            whole seed blocks :func:`~qrobust_keras.evaluation.shards.shard_bounds` gives it, with the seeds the
+            unsharded evaluation uses for them. ``x``/``y`` stay the whole sample list. The report's
+            ``settings["shard"]`` records ``index``, ``count``, ``start``, ``stop``, ``n_total``, ``block`` and
+            ``samples_sha256`` (of the whole list); :meth:`RobustnessReport.merge` joins the ``count`` shard reports
+            into one equal, per sample, to the unsharded report. None: every sample.
 
     Returns:
-        A :class:`RobustnessReport`.
+        A :class:`RobustnessReport`; ``settings["model_sha256"]`` (and ``"source_model_sha256"``) fingerprint the
+        model (:func:`~qrobust_keras.evaluation.shards.model_fingerprint`).
 
     Raises:
-        ValueError: bad attack names, eps, norm, n, labels or inputs.
+        ValueError: bad attack names, eps, norm, n, shard, labels or inputs; more shards than seed blocks.
         TypeError: a white-box attack with a model that has no gradients.
         RuntimeError: an attack returned a perturbation outside the eps-ball or the clip range.
     """
@@ -130,11 +146,21 @@ def evaluate_robustness(
         if n > len(x_all):
             raise ValueError(f"n={n} exceeds the {len(x_all)} samples given")
         x_all, y = x_all[:n], np.asarray(y)[:n]
-    for e in eps_list:
-        x_all, labels, _ = check_attack_inputs(x_all, y, e, norm, clip_min, clip_max)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got batch_size={batch_size!r}")
+    block = int(batch_size or 256)
+    shard_record = None
+    if shard is not None:
+        shard_index, shard_count = check_shard(shard)
+        start, stop = shard_bounds(len(x_all), shard_index, shard_count, block)
+        shard_record = {"index": shard_index, "count": shard_count, "start": start, "stop": stop,
+                        "n_total": len(x_all), "block": block,
+                        "samples_sha256": samples_fingerprint(x_all, np.asarray(y))}
+        x_all, y = x_all[start:stop], np.asarray(y)[start:stop]
+    first_block = 0 if shard_record is None else shard_record["start"] // block
+    for e in eps_list:
+        x_all, labels, _ = check_attack_inputs(x_all, y, e, norm, clip_min, clip_max)
 
     start_all = time.perf_counter()
     if keras_model:
@@ -162,7 +188,7 @@ def evaluate_robustness(
     seconds: dict[str, list] = {a: [] for a in names}
     robust_masks, robust_acc = [], []
     notes: dict[str, list[str]] = {}
-    common: dict[str, Any] = {"seed": seed, "verbose": 1 if verbose >= 2 else 0, "return_info": True}
+    common: dict[str, Any] = {"verbose": 1 if verbose >= 2 else 0, "return_info": True}
     if batch_size is not None:
         common["batch_size"] = int(batch_size)
     if clip_min != 0.0 or clip_max != 1.0:
@@ -182,23 +208,31 @@ def evaluate_robustness(
             survived = np.zeros(count, bool)
             t0 = time.perf_counter()
             q_mean = None
-            norms = np.zeros(0)
+            norms, used = [np.zeros(0)], []
             if e == 0 or attacked.size == 0:
                 survived[attacked] = True
             else:
                 white = registry.get_attack(name).kind == "white"
                 target = source_model if white and source_model is not None else model
-                x_adv, info = registry.run_attack(name, target, x_all[attacked], labels[attacked], e, norm=norm,
-                                                  scale=scale, overrides=overrides.get(name), **common)
-                _check_bounds(name, x_all[attacked], x_adv, e, norm, clip_min, clip_max)
-                survived[attacked] = predict(x_adv).argmax(axis=1) == labels[attacked]
-                norms = perturbation_norms(x_all[attacked], x_adv, norm)[~survived[attacked]]
-                if getattr(info, "queries", None) is not None:
-                    q_mean = float(np.mean(info.queries))
-                for note in getattr(info, "notes", []) or []:
-                    notes.setdefault(note, [])
-                    if name not in notes[note]:
-                        notes[note].append(name)
+                for k in range(0, count, block):  # one attack call per seed block (see the docstring)
+                    ids = attacked[(attacked >= k) & (attacked < k + block)]
+                    if not ids.size:
+                        continue
+                    x_adv, info = registry.run_attack(
+                        name, target, x_all[ids], labels[ids], e, norm=norm, scale=scale,
+                        overrides=overrides.get(name), **common, seed=block_seed(seed, first_block + k // block))
+                    _check_bounds(name, x_all[ids], x_adv, e, norm, clip_min, clip_max)
+                    survived[ids] = predict(x_adv).argmax(axis=1) == labels[ids]
+                    norms.append(perturbation_norms(x_all[ids], x_adv, norm)[~survived[ids]])
+                    if getattr(info, "queries", None) is not None:
+                        used.append(np.atleast_1d(info.queries))
+                    for note in getattr(info, "notes", []) or []:
+                        notes.setdefault(note, [])
+                        if name not in notes[note]:
+                            notes[note].append(name)
+                if used:
+                    q_mean = float(np.mean(np.concatenate(used)))
+            norms = np.concatenate(norms)
             seconds[name].append(time.perf_counter() - t0)
             for i in np.flatnonzero(robust & ~survived & clean_correct):
                 first[i] = name
@@ -223,7 +257,10 @@ def evaluate_robustness(
         settings={"seed": seed, "scale": scale, "batch_size": batch_size, "cascade": bool(cascade),
                   "clip_min": clip_min, "clip_max": clip_max,
                   "attack_kwargs": {k: _jsonable(v) for k, v in overrides.items()},
-                  "eps_labels": [format_eps(e, norm) for e in eps_list], **plan_settings},
+                  "eps_labels": [format_eps(e, norm) for e in eps_list], **plan_settings,
+                  "model_sha256": model_fingerprint(model),
+                  **({} if source_model is None else {"source_model_sha256": model_fingerprint(source_model)}),
+                  **({} if shard_record is None else {"shard": shard_record})},
         notes=plan_notes + [f"{', '.join(attacks_)}: {note}" for note, attacks_ in notes.items()])
     for name, fn in (diagnostics or {}).items():
         report.attach_diagnostics(name, fn(model, x_all, labels, report))
