@@ -57,9 +57,12 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines = [f"# {card['name']}", ""]
     if card.get("purpose"):
         lines += [card["purpose"], ""]
-    misses = [t for t in card.get("targets", []) if not t.get("met")]
+    misses = [t for t in card.get("targets", []) if t.get("met") is False]
     if misses:
         lines += ["**Targets missed:** " + "; ".join(f"{t['what']} (measured {t['measured']})" for t in misses), ""]
+    unknown = [t for t in card.get("targets", []) if t.get("met") is None]
+    if unknown:
+        lines += ["**Targets not yet measured:** " + "; ".join(t["what"] for t in unknown), ""]
     if card.get("budgets_pending"):
         lines += ["**Not yet measured:** " + ", ".join(card["budgets_pending"]) + " (the evaluation of these budgets "
                   "has not been run on this file)", ""]
@@ -109,16 +112,20 @@ def leaderboard_markdown(cards: list[dict[str, Any]], references: list[dict[str,
     lines = [] if cards else ["No trained model has been published to the zoo yet.", ""]
     for dataset in sorted({c["dataset"] for c in cards} | {r["dataset"] for r in references}):
         group = [c for c in cards if c["dataset"] == dataset]
-        budgets = list(dict.fromkeys(b for c in group for b in c["robust_accuracy"]))
+        refs = [r for r in references if r["dataset"] == dataset]
+        budgets = list(dict.fromkeys(b for c in group + refs for b in c["robust_accuracy"]))
         lines += [f"**{dataset}**", "", "| model | suite | clean | " + " | ".join(budgets) +
                   " | int8 accuracy | int8 flash / arena | targets |", "|---|---|---|" + "---|" * len(budgets) +
                   "---|---|---|"]
-        rows = group + [r for r in references if r["dataset"] == dataset]
+        rows = group + refs
         for c in rows:
             q = c.get("int8") or {}
             targets = c.get("targets")
-            met = "-" if not targets else ("all met" if all(t.get("met") for t in targets) else
-                                           "missed: " + "; ".join(t["what"] for t in targets if not t.get("met")))
+            missed = [t["what"] for t in targets or [] if t.get("met") is False]
+            unknown = [t["what"] for t in targets or [] if t.get("met") is None]
+            parts = (["missed: " + ", ".join(missed)] if missed else []) + (
+                ["not yet measured: " + ", ".join(unknown)] if unknown else [])
+            met = "-" if not targets else "; ".join(parts) or "all met"
             name = f"`{c['name']}`" if c in group else f"{c['name']} (reference, not shipped)"
             lines.append(f"| {name} | {c['suite']} | {_pct(c['clean_accuracy'])} | "
                          + " | ".join(_pct(c["robust_accuracy"].get(b)) for b in budgets)

@@ -59,16 +59,17 @@ def dataset_sha256(path: str) -> str:
 
 def evaluate_targets(card: dict[str, Any], targets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each target ``{"what", "metric", "min"}`` (metric ``clean_accuracy``, ``robust_accuracy/2/255`` or
-    ``int8/agreement``) with its measured value and whether it is met, read from ``card``."""
+    ``int8/agreement``) with its measured value and whether it is met, read from ``card``; ``met`` is None when
+    the card does not hold the metric (a budget not yet measured), never a silent pass or fail."""
     out = []
     for target in targets:
         value: Any = card
         for key in target["metric"].split("/", 1) if target["metric"].startswith("robust_accuracy/") \
                 else target["metric"].split("/"):
             value = value.get(key) if isinstance(value, dict) else None
-        met = value is not None and float(value) >= float(target["min"])
+        met = None if value is None else bool(float(value) >= float(target["min"]))
         out.append({"what": target["what"], "metric": target["metric"], "min": target["min"],
-                    "measured": None if value is None else f"{100 * float(value):.1f}%", "met": bool(met)})
+                    "measured": None if value is None else f"{100 * float(value):.1f}%", "met": met})
     return out
 
 

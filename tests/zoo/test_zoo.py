@@ -146,7 +146,11 @@ def test_targets_are_read_from_the_card():
     got = evaluate_targets(card, [{"what": "a", "metric": "clean_accuracy", "min": 0.8},
                                   {"what": "b", "metric": "robust_accuracy/2/255", "min": 0.45},
                                   {"what": "c", "metric": "robust_accuracy/8/255", "min": 0.1}])
-    assert [t["met"] for t in got] == [True, False, False]
+    assert [t["met"] for t in got] == [True, False, None]  # 8/255 is not on the card: not measured, not failed
+    card.update(name="m", dataset="cifar10", suite="standard", targets=got, int8={})
+    text = cards.render_markdown({**card, "eval_samples": 1, "files": {}})
+    assert "**Targets missed:** b (measured 44.0%)" in text and "**Targets not yet measured:** c" in text
+    assert "| missed: b; not yet measured: c |" in cards.leaderboard_markdown([card], [])
 
 
 @pytest.mark.parametrize("name", zoo.list())
