@@ -38,6 +38,7 @@ import numpy as np
 
 from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
+from qrobust_keras._replicas import replica_rows_of_draw
 from qrobust_keras.models.heads import logits_tensor
 
 # The estimator's building blocks (check_*, sq_norm_terms, layer_estimates, fold_key) are public by convention for
@@ -223,16 +224,22 @@ def _projection(h, key, projection: str) -> tf.Tensor:
     ``"rademacher"``: independent +-1 entries (r / sqrt(C) is a unit vector: a random vertex of the cube inscribed in
     the sphere); drawn as random bits, about 10x cheaper than normals, and lower variance (Hutchinson 1990).
     ``"sphere"``: sqrt(C) v with v uniform on the unit sphere of dimension C (Hoffman et al. 2019).
+    Under a ``tf.distribute`` strategy each replica takes its rows of the draw for the global batch, so the
+    estimate equals one process's (:func:`~qrobust_keras._replicas.replica_rows_of_draw`).
     """
+    return replica_rows_of_draw(lambda shape: _draw_projection(shape, key, projection, h.dtype), tf.shape(h))
+
+
+def _draw_projection(shape, key, projection: str, dtype) -> tf.Tensor:
     if projection == "rademacher":
-        n = tf.size(h)
+        n = tf.reduce_prod(shape)
         words = tf.random.stateless_uniform([(n + 31) // 32], seed=key, minval=None, maxval=None, dtype=tf.int32)
         bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words[:, None], tf.range(32, dtype=tf.int32)), 1)
         bits = tf.reshape(bits, [-1])[:n]
-        return tf.reshape(tf.cast(2 * bits - 1, h.dtype), tf.shape(h))
-    g = tf.random.stateless_normal(tf.shape(h), seed=key, dtype=h.dtype)
-    axes = list(range(1, h.shape.rank))
-    dim = tf.cast(tf.reduce_prod(tf.shape(h)[1:]), h.dtype)
+        return tf.reshape(tf.cast(2 * bits - 1, dtype), shape)
+    g = tf.random.stateless_normal(shape, seed=key, dtype=dtype)
+    axes = tf.range(1, tf.size(shape))
+    dim = tf.cast(tf.reduce_prod(shape[1:]), dtype)
     return g * tf.math.rsqrt(tf.reduce_sum(tf.square(g), axis=axes, keepdims=True) / dim)
 
 

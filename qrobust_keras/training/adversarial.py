@@ -24,6 +24,7 @@ import numpy as np
 
 from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
+from qrobust_keras._replicas import replica_rows_of_draw
 from qrobust_keras.models.heads import leaf_layers, logits_model
 from qrobust_keras.training.step import TrainStepHook
 
@@ -246,16 +247,25 @@ class AdversarialTraining(TrainStepHook):
         if y is None:
             raise ValueError("AdversarialTraining needs labels y to craft adversarial examples; the data has none")
         model = self.model
-        replica_ctx = tf.distribute.get_replica_context()
-        replica_id = replica_ctx.replica_id_in_sync_group if replica_ctx is not None else 0
-        key = step_key(self._key, model.optimizer.iterations, replica_id)
+        key = step_key(self._key, model.optimizer.iterations, 0)
         batch = tf.shape(x)[0]
         k = tf.cast(tf.round(self.ratio * tf.cast(batch, tf.float32)), tf.int32)
         training = self.craft_mode == "training"
         frozen = batchnorm_statistics_frozen(model) if training else contextlib.nullcontext()
+        eps = tf.cast(self.eps, x.dtype)
+        x_part = x[:k]
+        if self.random_start:
+            # this replica's rows of the draw one process makes for the global batch: with ratio=1 the steps equal
+            # one process's under a tf.distribute strategy; with ratio < 1 each replica attacks the first rows of
+            # its own share (every replica attacks as many rows, which BatchNorm synchronised over replicas needs)
+            delta = replica_rows_of_draw(
+                lambda shape: tf.random.stateless_uniform(shape, seed=key, minval=-eps, maxval=eps, dtype=x.dtype),
+                tf.shape(x))[:k]
+            start = tf.clip_by_value(x_part + delta, self.clip_min, self.clip_max)
+        else:
+            start = x_part
         with frozen:
-            x_adv = craft_adversarial(
-                lambda t: self._logits(t, training=training), x[:k], y[:k], tf.cast(self.eps, x.dtype), self.steps,
-                tf.cast(self.step_size, x.dtype), self.clip_min, self.clip_max, key, self.random_start,
-            )
+            x_adv = signed_gradient_ascent(
+                lambda t: _attack_loss(self._logits(t, training=training), y[:k]), x_part, start, eps, self.steps,
+                tf.cast(self.step_size, x.dtype), self.clip_min, self.clip_max)
         return tf.concat([x_adv, x[k:]], axis=0), y, sample_weight

@@ -37,9 +37,10 @@ import shutil
 from typing import Any
 
 from qrobust_keras._keras import keras, tf
+from qrobust_keras._replicas import global_rows, replica_rows_of_draw  # re-exported: the regularizers use them too
 
 __all__ = ["STRATEGIES", "make_strategy", "check_tf_config", "is_chief", "worker_dir", "remove_worker_dir",
-           "sync_batchnorm"]
+           "sync_batchnorm", "global_rows", "replica_rows_of_draw"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -164,3 +165,4 @@ def sync_batchnorm(model: keras.Model) -> list[str]:
             layer.fused = False  # the fused kernel cannot all-reduce the statistics
             changed.append(layer.name)
     return changed
+

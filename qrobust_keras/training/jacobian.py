@@ -233,7 +233,7 @@ class JacobianRegularization(TrainStepHook):
                 raise TypeError(
                     f"JacobianRegularization needs float inputs to differentiate with respect to; got {s.dtype}"
                 )
-        key = fold_key(fold_key(self._key, ctx.step), ctx.replica_id)
+        key = fold_key(self._key, ctx.step)  # one key for the global batch: every replica draws its rows of it
         n_layer_vals = len(feats) if self._exact_or_per_layer else 0
 
         def regularize():

@@ -34,6 +34,7 @@ from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import logits_model
 from qrobust_keras.training.adversarial import attack_key, batchnorm_statistics_frozen, check_attack_arguments, \
     signed_gradient_ascent, step_key
+from qrobust_keras.training.distribute import replica_rows_of_draw
 from qrobust_keras.training.step import StepContext, TrainStepHook
 
 __all__ = ["TRADES", "kl_divergence_from_logits"]
@@ -121,7 +122,9 @@ class TRADES(TrainStepHook):
         frozen = batchnorm_statistics_frozen(self.model) if training else contextlib.nullcontext()
         with frozen:
             reference = tf.stop_gradient(self._logits(x, training=training))
-            noise = 0.001 * tf.random.stateless_normal(tf.shape(x), seed=key, dtype=x.dtype)
+            # the noise one process would draw for the global batch: equal updates under a strategy
+            noise = 0.001 * replica_rows_of_draw(
+                lambda shape: tf.random.stateless_normal(shape, seed=key, dtype=x.dtype), tf.shape(x))
             start = tf.clip_by_value(x + noise, self.clip_min, self.clip_max)
             return signed_gradient_ascent(
                 lambda t: tf.reduce_sum(kl_divergence_from_logits(reference, self._logits(t, training=training))),
@@ -133,7 +136,7 @@ class TRADES(TrainStepHook):
         if isinstance(x, (list, tuple, dict)) or not x.dtype.is_floating:
             raise TypeError(f"TRADES needs a single float input tensor (images or features); got {type(x).__name__} "
                             f"{getattr(x, 'dtype', '')}")
-        key = step_key(self._key, ctx.step, ctx.replica_id)
+        key = step_key(self._key, ctx.step, 0)  # one key for the global batch (see craft)
         with ctx.outer_tape.stop_recording():
             x_adv = self.craft(x, key)
         kl = tf.reduce_mean(kl_divergence_from_logits(ctx.features["logits"], self._logits(x_adv, training=True)))

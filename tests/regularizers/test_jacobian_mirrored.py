@@ -1,4 +1,5 @@
-"""JacobianRegularization (alone and with AdversarialTraining) under MirroredStrategy on two logical CPU devices.
+"""JacobianRegularization, AdversarialTraining (random starts) and TRADES under MirroredStrategy
+on two logical CPU devices: the same updates as one device on the same global batch.
 
 Logical devices must be configured before TensorFlow initializes its devices, so the comparison runs in a fresh
 Python process. Deterministic settings (exact Jacobian n_proj=-1, PGD without random start and ratio=1, no
@@ -41,6 +42,9 @@ SCRIPT = textwrap.dedent(
         "jr_exact+at": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=1.0, random_start=False),
                                 qrk.JacobianRegularization(0.3, "all", n_proj=-1)],
         "jr_fused": lambda: [qrk.JacobianRegularization(0.3, "all", n_proj=1, seed=0, log_layers_every=1)],
+        # random starts: each replica draws its rows of the global draw
+        "at_random": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=1.0, seed=3)],
+        "trades": lambda: [qrk.TRADES(eps=0.1, beta=1.0, steps=2, seed=3)],
     }
 
     def run(strategy, case):
@@ -65,16 +69,19 @@ def test_mirrored_two_logical_cpus_matches_single_device():
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     out = json.loads(lines[-1][len("RESULT"):])
     assert out["replicas"] == 2
-    for case in ("jr_exact", "jr_exact+at"):
+    for case in ("jr_exact", "jr_exact+at", "at_random", "trades"):
         (w1, h1), (w2, h2) = out[case]["single"], out[case]["mirrored"]
         for a, b in zip(w1, w2):
             np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg=case)
-        assert set(h1) == set(h2) == {"loss", "jr", "jr/fc", "jr/logits"}
+        assert set(h1) == set(h2) and "loss" in h1
         for key in h1:
             np.testing.assert_allclose(h1[key], h2[key], rtol=1e-4, err_msg=f"{case} {key}")
-    # Random projections: each replica draws its own, so only the statistics agree.
+    # Random projections: each replica takes its rows of the global draw, so the estimate is one device's too.
     (w1, h1), (w2, h2) = out["jr_fused"]["single"], out["jr_fused"]["mirrored"]
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg="jr_fused")
+    for key in h1:
+        np.testing.assert_allclose(h1[key], h2[key], rtol=1e-4, err_msg=f"jr_fused {key}")
     exact = out["jr_exact"]["single"][1]
-    for h in (h1, h2):
-        assert np.isfinite(h["jr"]).all() and np.isfinite(h["jr/fc"]).all()
-        np.testing.assert_allclose(h["jr"], exact["jr"], rtol=0.5)
+    assert np.isfinite(h1["jr"]).all() and np.isfinite(h1["jr/fc"]).all()
+    np.testing.assert_allclose(h1["jr"], exact["jr"], rtol=0.5)  # and it estimates the exact penalty
