@@ -43,6 +43,16 @@ def reference_cards(root: str = REFERENCES_DIR) -> list[dict[str, Any]]:
     return cards
 
 
+def _budget_value(label: str) -> float:
+    """``"2/255"`` -> 2/255, for ordering budget columns (labels that are not numbers keep their place at the end)."""
+    from fractions import Fraction
+
+    try:
+        return float(Fraction(label.replace(" ", "")))
+    except (ValueError, ZeroDivisionError):
+        return float("inf")
+
+
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.1f}%"
 
@@ -113,7 +123,7 @@ def leaderboard_markdown(cards: list[dict[str, Any]], references: list[dict[str,
     for dataset in sorted({c["dataset"] for c in cards} | {r["dataset"] for r in references}):
         group = [c for c in cards if c["dataset"] == dataset]
         refs = [r for r in references if r["dataset"] == dataset]
-        budgets = list(dict.fromkeys(b for c in group + refs for b in c["robust_accuracy"]))
+        budgets = sorted(dict.fromkeys(b for c in group + refs for b in c["robust_accuracy"]), key=_budget_value)
         lines += [f"**{dataset}**", "", "| model | suite | clean | " + " | ".join(budgets) +
                   " | int8 accuracy | int8 flash / arena | targets |", "|---|---|---|" + "---|" * len(budgets) +
                   "---|---|---|"]
