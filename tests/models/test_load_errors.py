@@ -27,7 +27,7 @@ def trained_int4():
 def mlcommons_dir(shared_data):
     path = shared_data / "models" / "mlcommons"
     if not (path / "pretrainedResnet.h5").is_file():
-        pytest.skip(f"the official MLCommons file {path / 'pretrainedResnet.h5'} is absent from the shared data")
+        pytest.fail(f"the official MLCommons file {path / 'pretrainedResnet.h5'} is missing from the shared data")
     return path
 
 
@@ -182,7 +182,7 @@ def test_official_ds_cnn_is_not_refused_it_takes_the_library_features(mlcommons_
     loading the SavedModel directly gives the same outputs as load_mlcommons: nothing to refuse."""
     folder = mlcommons_dir / "kws_ref_model"
     if not (folder / "saved_model.pb").is_file():
-        pytest.skip(f"the official MLCommons DS-CNN {folder} is absent from the shared data")
+        pytest.fail(f"the official MLCommons DS-CNN {folder} is missing from the shared data")
     direct = qrk.load_model(folder, compile=False)
     ours = qrk.models.load_mlcommons("ds_cnn", mlcommons_dir)
     x = np.random.default_rng(3).normal(0, 10, (8, 49, 10, 1)).astype(np.float32)
