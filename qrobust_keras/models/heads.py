@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 from qrobust_keras._keras import keras
@@ -71,6 +72,22 @@ def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from leaf_layers(layer)
         else:
             yield layer
+
+
+@contextlib.contextmanager
+def batchnorm_statistics_frozen(model: keras.Model) -> Iterator[None]:
+    """Within the block, training-mode calls of ``model`` normalize by batch statistics but leave every BatchNorm
+    layer's moving mean and variance unchanged (momentum 1 while the graph is built), so an attack can run on the
+    training-mode network without its own forward passes leaking into the statistics used at inference."""
+    layers = [layer for layer in leaf_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 1.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
 
 
 class _LinearView(keras.layers.Layer):

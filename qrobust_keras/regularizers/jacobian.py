@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from typing import Mapping, Sequence, Union
@@ -39,14 +40,16 @@ import numpy as np
 from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
 from qrobust_keras._replicas import replica_rows_of_draw
-from qrobust_keras.models.heads import logits_tensor
+from qrobust_keras.models.heads import batchnorm_statistics_frozen, logits_tensor
+from qrobust_keras.regularizers.finite_difference import (DEFAULT_FD_STEP, check_deterministic_forward,
+                                                          check_fd_n_proj, check_fd_step, fd_sq_terms)
 
 # The estimator's building blocks (check_*, sq_norm_terms, layer_estimates, fold_key) are public by convention for
 # qrobust_keras.training.jacobian, the callback built on them; the user-facing names are these.
 __all__ = ["jacobian_norm", "jacobian_penalty", "resolve_layers"]
 
 LayersArg = Union[str, Sequence[str], Mapping[str, float]]
-_ESTIMATORS = ("fused", "per_layer")
+_ESTIMATORS = ("fused", "per_layer", "finite_difference")
 _PROJECTIONS = ("rademacher", "sphere")
 
 
@@ -199,7 +202,7 @@ def check_projection(projection) -> str:
 
 
 def check_estimator(estimator) -> str:
-    """``"fused"`` or ``"per_layer"``."""
+    """``"fused"``, ``"per_layer"`` or ``"finite_difference"``."""
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {_ESTIMATORS}; got estimator={estimator!r}")
     return estimator
@@ -327,6 +330,30 @@ class _Probe:
             feats = tf.nest.flatten(self.model(x, training=training))
         return sq_norm_terms(tape, sources, feats, self.lambdas, n_proj, estimator, key, want_layers, projection)
 
+    def fd_terms(self, x, n_proj, key, training, projection, step):
+        check_fd_n_proj(n_proj)
+        step = check_fd_step(step)
+        if training:
+            check_deterministic_forward(self.model)
+        sources = [tf.convert_to_tensor(t) for t in tf.nest.flatten(x)]
+        check_float_inputs(sources, "finite_difference")
+        feats = tf.nest.flatten(self.model(tf.nest.pack_sequence_as(x, sources), training=training))
+
+        def forward(moved):
+            with batchnorm_statistics_frozen(self.model) if training else contextlib.nullcontext():
+                return tf.nest.flatten(self.model(tf.nest.pack_sequence_as(x, moved), training=training))
+
+        return fd_sq_terms(forward, sources, feats, self.lambdas, n_proj, key, projection, step)
+
+
+def check_float_inputs(sources, estimator: str) -> None:
+    """Jacobians are taken with respect to float inputs only (integer inputs have no derivative or difference)."""
+    for s in sources:
+        if not s.dtype.is_floating:
+            raise TypeError(f"Jacobian regularization (estimator={estimator!r}) needs float inputs to differentiate "
+                            f"with respect to; got an input of dtype {s.dtype.name} (cast the data to float32 in "
+                            "the model's input range)")
+
 
 def _seed_key(seed) -> tf.Tensor:
     return tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)])
@@ -342,6 +369,7 @@ def jacobian_penalty(
     seed: int = 0,
     training: bool = False,
     projection: str = "rademacher",
+    fd_step: float = DEFAULT_FD_STEP,
 ) -> tf.Tensor:
     """The Jacobian regularization term R for one batch, differentiable with respect to the weights.
 
@@ -355,6 +383,8 @@ def jacobian_penalty(
         layers, weight, n_proj, estimator, projection: as in :class:`~qrobust_keras.training.JacobianRegularization`.
         seed: integer seed of the projections (a tensor works too, so a ``tf.function`` need not retrace).
         training: run the forward pass in training mode (BatchNorm batch statistics, stochastic quantizers).
+        fd_step: the step ``h`` of ``estimator="finite_difference"`` (see
+            :mod:`qrobust_keras.regularizers.finite_difference`).
 
     Returns:
         Scalar tensor R.
@@ -363,6 +393,8 @@ def jacobian_penalty(
     estimator = check_estimator(estimator)
     projection = check_projection(projection)
     probe = _Probe(model, layers, weight)
+    if estimator == "finite_difference":
+        return 0.5 * tf.reduce_mean(probe.fd_terms(x, n_proj, _seed_key(seed), training, projection, fd_step)[0])
     weighted, _ = probe.terms(x, n_proj, estimator, _seed_key(seed), training, False, projection)
     return 0.5 * tf.reduce_mean(weighted)
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Iterator
 
 import numpy as np
 
 from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
 from qrobust_keras._replicas import replica_rows_of_draw
-from qrobust_keras.models.heads import leaf_layers, logits_model
+from qrobust_keras.models.heads import batchnorm_statistics_frozen, logits_model
 from qrobust_keras.training.step import TrainStepHook
 
 __all__ = ["AdversarialTraining", "craft_adversarial", "batchnorm_statistics_frozen"]
@@ -115,22 +114,6 @@ def step_key(key, step, replica_id):
     """``key`` folded with the optimizer step and the replica id: fresh, reproducible randomness per step."""
     key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
     return tf.random.experimental.stateless_fold_in(key, tf.cast(replica_id, tf.int64))
-
-
-@contextlib.contextmanager
-def batchnorm_statistics_frozen(model: keras.Model) -> Iterator[None]:
-    """Within the block, training-mode calls of ``model`` normalize by batch statistics but leave every BatchNorm
-    layer's moving mean and variance unchanged (momentum 1 while the graph is built), so an attack can run on the
-    training-mode network without its own forward passes leaking into the statistics used at inference."""
-    layers = [layer for layer in leaf_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 1.0
-    try:
-        yield
-    finally:
-        for layer, momentum in zip(layers, saved):
-            layer.momentum = momentum
 
 
 @keras.saving.register_keras_serializable(package="qrobust_keras")

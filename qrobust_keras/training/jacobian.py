@@ -26,9 +26,12 @@ import numpy as np
 
 from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.regularizers.jacobian import (LayersArg, check_estimator, check_n_proj, check_projection,
-                                                 check_weight, fold_key, layer_estimates, resolve_layers,
-                                                 sq_norm_terms)
+from qrobust_keras.models.heads import batchnorm_statistics_frozen
+from qrobust_keras.regularizers.finite_difference import (DEFAULT_FD_STEP, check_deterministic_forward,
+                                                          check_fd_n_proj, check_fd_step, fd_sq_terms)
+from qrobust_keras.regularizers.jacobian import (LayersArg, check_estimator, check_float_inputs, check_n_proj,
+                                                 check_projection, check_weight, fold_key, layer_estimates,
+                                                 resolve_layers, sq_norm_terms)
 from qrobust_keras.training.step import StepContext, TrainStepHook
 
 __all__ = ["JacobianRegularization"]
@@ -63,6 +66,13 @@ class JacobianRegularization(TrainStepHook):
       have large, aligned Jacobians).
     * ``"per_layer"``: one backward pass per layer and projection (no cross terms, lower variance, about L times
       the backward cost for L layers).
+    * ``"finite_difference"``: no double backprop. A random *input* direction ``v`` (``E[v v^T] = I``) and one
+      extra forward pass give every layer's ``||J_l v||^2 ~ ||h_l(x + h v) - h_l(x)||^2 / h^2`` (Finlay & Oberman
+      2019, arXiv 1905.11468), each an unbiased estimate of its ``||J_l||_F^2`` up to the difference's ``O(h)``
+      error; about 2x a plain step instead of 3x. ``h`` is ``fd_step``. Needs a deterministic training-mode forward
+      pass with float activations (stochastic quantizers, Dropout and quantized activations are refused when
+      training starts: quantized weights with float activations are fine); see
+      :mod:`qrobust_keras.regularizers.finite_difference` for the math and the choice of ``h``.
 
     The forward pass is the training-mode pass that also produces the loss (no extra forward): BatchNorm uses the
     batch statistics, so each sample's Jacobian also contains its O(1/batch) effect on them, as in Hoffman et al.'s
@@ -89,13 +99,15 @@ class JacobianRegularization(TrainStepHook):
             non-softmax QActivation), a list of layer names, or a dict ``name -> lambda_l``.
         n_proj: random projections per sample and step (>= 1), or -1 for the exact norm (one backward pass per
             output unit: small models and tests only).
-        estimator: ``"fused"`` or ``"per_layer"``.
+        estimator: ``"fused"``, ``"per_layer"`` or ``"finite_difference"``.
         warmup_epochs: the schedule ``s(epoch) = min(1, epoch / warmup_epochs)`` ramps lambda linearly from 0 (first
             epoch unregularized); 0 disables warm-up.
         schedule: optional ``epoch -> s`` callable replacing the warm-up ramp (s >= 0).
         log_layers_every: with ``"fused"``, log ``jr/<layer>`` every this many batches (0: never).
         seed: seed of the projections (default: drawn from numpy's global generator when training starts).
         projection: ``"rademacher"`` or ``"sphere"`` (see above).
+        fd_step: the step ``h`` of the finite-difference estimator, in input units (default 1e-3, measured for
+            inputs in [0, 1]; ignored by the others).
         every: lazy regularization (Karras et al. 2020, arXiv 1912.04958, for their R1 penalty): add ``every * R``
             on every ``every``-th optimizer step and nothing on the others - the same penalty on average over steps,
             for about ``1/every`` of the extra cost. 1 (default): every step.
@@ -120,6 +132,7 @@ class JacobianRegularization(TrainStepHook):
         seed: int | None = None,
         projection: str = "rademacher",
         every: int = 1,
+        fd_step: float = DEFAULT_FD_STEP,
     ):
         super().__init__()
         if weight is not None:
@@ -150,6 +163,11 @@ class JacobianRegularization(TrainStepHook):
             layers if isinstance(layers, str) else list(layers))
         self.n_proj = check_n_proj(n_proj)
         self.estimator = check_estimator(estimator)
+        if self.estimator == "finite_difference":
+            check_fd_n_proj(self.n_proj)
+        self.fd_step = check_fd_step(fd_step)
+        # The finite difference needs no gradient with respect to the inputs: no inner tape in the train step.
+        self.needs_input_gradients = self.estimator != "finite_difference"
         self.projection = check_projection(projection)
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"every must be an integer >= 1 (regularize every k-th step); got every={every!r}")
@@ -168,7 +186,7 @@ class JacobianRegularization(TrainStepHook):
         return {
             "weight": self.weight, "layers": self.layers, "n_proj": self.n_proj, "estimator": self.estimator,
             "warmup_epochs": self.warmup_epochs, "log_layers_every": self.log_layers_every, "seed": self.seed,
-            "projection": self.projection, "every": self.every,
+            "projection": self.projection, "every": self.every, "fd_step": self.fd_step,
         }
 
     @classmethod
@@ -198,7 +216,10 @@ class JacobianRegularization(TrainStepHook):
         self._resolved = resolve_layers(model, self.layers, None if isinstance(self.layers, dict) else self.weight)
         seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
         self._key = tf.constant([seed, 0x1A2B], tf.int64)
-        self._exact_or_per_layer = self.n_proj == -1 or self.estimator == "per_layer"
+        self._exact_or_per_layer = self.n_proj == -1 or self.estimator in ("per_layer", "finite_difference")
+        if self.estimator == "finite_difference":
+            check_deterministic_forward(model)
+            self._fd_model = keras.Model(model.inputs, [t for _, t, _ in self._resolved], name=f"{model.name}_fd")
         with model.distribute_strategy.scope():
             self._scale = tf.Variable(self.scale(0), trainable=False, dtype=tf.float32, name="jr_scale")
             self._log_now = tf.Variable(True, trainable=False, name="jr_log_layers")
@@ -228,18 +249,22 @@ class JacobianRegularization(TrainStepHook):
         feats = [ctx.features[name] for name in names]
         lambdas = [lam for _, _, lam in self._resolved]
         sources = tf.nest.flatten(ctx.x)
-        for s in sources:
-            if not s.dtype.is_floating:
-                raise TypeError(
-                    f"JacobianRegularization needs float inputs to differentiate with respect to; got {s.dtype}"
-                )
+        check_float_inputs(sources, self.estimator)
         key = fold_key(self._key, ctx.step)  # one key for the global batch: every replica draws its rows of it
         n_layer_vals = len(feats) if self._exact_or_per_layer else 0
 
+        def perturbed_forward(moved):
+            with batchnorm_statistics_frozen(self.model):   # the step's own pass already updated the statistics
+                return tf.nest.flatten(self._fd_model(tf.nest.pack_sequence_as(ctx.x, moved), training=True))
+
         def regularize():
-            weighted, per_layer = sq_norm_terms(
-                ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, False, self.projection
-            )
+            if self.estimator == "finite_difference":
+                weighted, per_layer = fd_sq_terms(perturbed_forward, sources, feats, lambdas, self.n_proj, key,
+                                                  self.projection, self.fd_step)
+            else:
+                weighted, per_layer = sq_norm_terms(
+                    ctx.input_tape, sources, feats, lambdas, self.n_proj, self.estimator, key, False, self.projection
+                )
             return [0.5 * tf.reduce_mean(weighted)] + [0.5 * tf.reduce_mean(s) for s in (per_layer or [])]
 
         if self.every == 1:

@@ -42,6 +42,8 @@ SCRIPT = textwrap.dedent(
         "jr_exact+at": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=1.0, random_start=False),
                                 qrk.JacobianRegularization(0.3, "all", n_proj=-1)],
         "jr_fused": lambda: [qrk.JacobianRegularization(0.3, "all", n_proj=1, seed=0, log_layers_every=1)],
+        "jr_fd": lambda: [qrk.JacobianRegularization(0.3, "all", n_proj=1, seed=0, estimator="finite_difference",
+                                                     fd_step=1e-2)],
         # random starts: each replica draws its rows of the global draw
         "at_random": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=1.0, seed=3)],
         "trades": lambda: [qrk.TRADES(eps=0.1, beta=1.0, steps=2, seed=3)],
@@ -82,6 +84,13 @@ def test_mirrored_two_logical_cpus_matches_single_device():
         np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg="jr_fused")
     for key in h1:
         np.testing.assert_allclose(h1[key], h2[key], rtol=1e-4, err_msg=f"jr_fused {key}")
+    # The finite difference's input directions too: one device's rows of the global draw.
+    (w1f, h1f), (w2f, h2f) = out["jr_fd"]["single"], out["jr_fd"]["mirrored"]
+    for a, b in zip(w1f, w2f):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg="jr_fd")
+    for key in h1f:
+        np.testing.assert_allclose(h1f[key], h2f[key], rtol=1e-4, err_msg=f"jr_fd {key}")
     exact = out["jr_exact"]["single"][1]
+    np.testing.assert_allclose(h1f["jr"], exact["jr"], rtol=0.5)
     assert np.isfinite(h1["jr"]).all() and np.isfinite(h1["jr/fc"]).all()
     np.testing.assert_allclose(h1["jr"], exact["jr"], rtol=0.5)  # and it estimates the exact penalty
