@@ -214,6 +214,21 @@ class RobustnessReport:
                    robust=sum((r.robust for r in reports), []), broken_by=sum((r.broken_by for r in reports), []),
                    settings=settings, notes=notes)
 
+    def split(self) -> list["RobustnessReport"]:
+        """One report per budget, in order: the inverse of :meth:`concat` (``concat(r.split())`` equals ``r`` up to
+        ``total_seconds``, which each part shares equally). Per-attack lists keep the entry of their budget, and
+        ``settings["eps_labels"]`` its label.
+        """
+        labels = self.settings.get("eps_labels") or [format_eps(e, self.norm) for e in self.eps]
+        pick = lambda field, i: {a: [v[i]] for a, v in getattr(self, field).items()}  # noqa: E731
+        return [dataclasses.replace(
+            self, eps=[e], accuracy=pick("accuracy", i), robust_accuracy=[self.robust_accuracy[i]],
+            mean_norm=pick("mean_norm", i), queries=pick("queries", i), seconds=pick("seconds", i),
+            total_seconds=self.total_seconds / len(self.eps), clean_correct=list(self.clean_correct),
+            robust=[list(self.robust[i])], broken_by=[list(self.broken_by[i])],
+            settings=dict(self.settings, eps_labels=[labels[i]]), notes=list(self.notes), diagnostics={})
+            for i, e in enumerate(self.eps)]
+
     @classmethod
     def merge(cls, reports: list["RobustnessReport"]) -> "RobustnessReport":
         """One report over the samples of ``reports``: the shards of one evaluation

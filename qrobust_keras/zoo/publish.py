@@ -6,7 +6,7 @@ file's accuracy and agreement, TFLite Micro against LiteRT, the flash and arena 
 from the run folder and writes ``card.json`` last (atomically), with every file's sha256. So a card's numbers are
 always those of the files beside it.
 
-The entries of the library are described in :data:`SPECS` and published with::
+The entries of the library are described in :data:`~qrobust_keras.zoo.specs.SPECS` and published with::
 
     python -m qrobust_keras.zoo.publish resnet8_int4_at2 --run runs/resnet8_int4_at2 \\
         --cifar10 ../shared/data/cifar10 --train-data ../shared/data/cifar10-jpeg
@@ -40,8 +40,10 @@ import numpy as np
 from qrobust_keras import zoo
 from qrobust_keras._files import atomic_write
 from qrobust_keras.zoo import cards
+from qrobust_keras.zoo.specs import _CIFAR_EVAL, REFERENCE_SPECS, SPECS
 
-__all__ = ["publish", "publish_reference", "dataset_sha256", "evaluate_targets", "SPECS", "REFERENCE_SPECS", "main"]
+__all__ = ["publish", "republish", "publish_reference", "dataset_sha256", "evaluate_targets", "SPECS",
+           "REFERENCE_SPECS", "main"]
 
 
 def dataset_sha256(path: str) -> str:
@@ -107,7 +109,9 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             run_dir: str | None = None, train_data: str | None = None, eval_set: str = "", purpose: str = "",
             input_description: str = "", targets: Sequence[dict[str, Any]] = (), commands: Sequence[str] = (),
             seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False, verbose: int = 1,
-            cache: str | None = None, pending_eps: Sequence[float] = ()) -> dict[str, Any]:
+            cache: str | None = None, pending_eps: Sequence[float] = (),
+            training: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
+            reuse: Any = None) -> dict[str, Any]:
     """Build the zoo entry ``root/NAME`` from ``model_file`` and return its card (also written as ``card.json``).
 
     Args:
@@ -131,6 +135,11 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             ``run_dir/zoo_eval`` when ``run_dir`` is given).
         pending_eps: budgets the entry is meant to report that this publish did not evaluate; the card lists them
             as not yet measured (``budgets_pending``) rather than leaving them out silently.
+        training: ``(facts, recipe)`` for the card instead of reading ``run_dir`` (an entry republished from its
+            own card, see :func:`republish`).
+        reuse: a :class:`~qrobust_keras.evaluation.RobustnessReport` of this model whose budgets are taken instead
+            of evaluated again, when its model fingerprint, suite, seed, scale, clip and per-sample clean results
+            all match (otherwise it is ignored, with a line saying why).
 
     Raises:
         ValueError: a bad name, or an existing entry without ``overwrite``.
@@ -161,10 +170,11 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
     report = _evaluate_per_budget(model, x, y, list(eps), suite=suite, seed=seed, scale=scale, clip=(lo, hi),
                                   name=name, cache=cache or (None if run_dir is None else os.path.join(run_dir,
                                                                                                        "zoo_eval")),
-                                  model_sha256=zoo.sha256_file(os.path.join(entry, zoo.MODEL_FILE)), verbose=verbose)
+                                  model_sha256=zoo.sha256_file(os.path.join(entry, zoo.MODEL_FILE)), verbose=verbose,
+                                  reuse=reuse)
     report.to_json(os.path.join(entry, "evaluation.json"))
     labels = report.settings["eps_labels"]
-    training, recipe = _training_facts(run_dir, train_data)
+    training, recipe = training if training is not None else _training_facts(run_dir, train_data)
     ex = exported["export"]
     card: dict[str, Any] = {
         "name": name, "purpose": purpose, "dataset": dataset, "input": input_description,
@@ -222,15 +232,25 @@ def publish_reference(name: str, model: Any, eval_data: tuple[np.ndarray, np.nda
 
 def _evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[float], *, suite: str, seed: int,
                          scale: str, clip: tuple[float, float], name: str, cache: str | None, model_sha256: str,
-                         verbose: int = 1):
+                         verbose: int = 1, reuse: Any = None):
     """``evaluate_robustness`` one budget at a time; with ``cache`` each budget's report is kept there (keyed by the
-    model file's sha256, the suite, seed and samples), so an interrupted publish resumes at the next budget."""
+    model file's sha256, the suite, seed and samples), so an interrupted publish resumes at the next budget. Budgets
+    of ``reuse`` (see :func:`publish`) are taken as they are."""
     from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness
+
+    reused = {} if reuse is None else _reusable_budgets(reuse, model, x, y, suite=suite, seed=seed, scale=scale,
+                                                        clip=clip, verbose=verbose)
 
     key = {"model_sha256": model_sha256, "suite": suite, "seed": seed, "n": int(len(x)), "scale": scale,
            "labels_sha256": hashlib.sha256(np.asarray(y).tobytes()).hexdigest()}
     reports = []
     for e in eps:
+        match = [r for b, r in reused.items() if abs(b - e) < 1e-9]
+        if match:
+            reports.append(match[0])
+            if verbose:
+                print(f"{name}: eps {e:.6g} taken from the entry's evaluation.json (same model, samples and suite)")
+            continue
         path = None if cache is None else os.path.join(cache, f"{model_sha256[:16]}_{suite}_{e:.8f}.json")
         if path is not None and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -249,6 +269,55 @@ def _evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[flo
     return RobustnessReport.concat(reports)
 
 
+def _reusable_budgets(reuse: Any, model: Any, x: np.ndarray, y: np.ndarray, *, suite: str, seed: int, scale: str,
+                      clip: tuple[float, float], verbose: int) -> dict[float, Any]:
+    """The budgets of the report ``reuse`` that may stand for an evaluation of ``model`` on ``(x, y)``: only when it
+    is of the same weights (``model_fingerprint``), suite, seed, scale, clip and samples (the count, and each
+    sample's clean result recomputed now); otherwise none."""
+    from qrobust_keras.evaluation.shards import model_fingerprint
+
+    st = reuse.settings
+    clean = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1) == np.asarray(y).reshape(-1)
+    checks = {"model": st.get("model_sha256") == model_fingerprint(model), "suite": st.get("suite") == suite,
+              "seed": st.get("seed") == seed, "scale": st.get("scale") == scale,
+              "clip": (st.get("clip_min"), st.get("clip_max")) == tuple(clip),
+              "samples": reuse.n == len(x) and list(reuse.clean_correct) == clean.tolist()}
+    failed = [k for k, ok in checks.items() if not ok]
+    if failed:
+        if verbose:
+            print(f"the earlier evaluation is not reused: its {', '.join(failed)} differ")
+        return {}
+    return {part.eps[0]: part for part in reuse.split()}
+
+
+def republish(name: str, eval_data: tuple[np.ndarray, np.ndarray], *, root: str = zoo.ZOO_DIR,
+              **kwargs: Any) -> dict[str, Any]:
+    """Publish the entry ``root/NAME`` again from its own shipped ``model.h5`` when its run folder is gone: the
+    training facts and recipe come from its card, the budgets its ``evaluation.json`` already measured are reused
+    (only if :func:`publish`'s ``reuse`` checks pass), and the rest are evaluated. Used to add budgets to an entry.
+
+    Args:
+        name: an existing entry. eval_data: as in :func:`publish`.
+        root: the zoo folder. kwargs: the other :func:`publish` arguments (``eps``, ``dataset``, ...).
+
+    Raises:
+        ZooError: no such entry, or its card or model file is missing or changed.
+    """
+    import tempfile
+
+    from qrobust_keras.evaluation import RobustnessReport
+
+    old = zoo.card(name, root=root)
+    entry = os.path.join(root, name)
+    with tempfile.TemporaryDirectory(prefix="qrobust-republish-") as scratch:
+        model_file = os.path.join(scratch, zoo.MODEL_FILE)
+        shutil.copy2(zoo.model_path(name, root=root), model_file)   # publish replaces the entry folder
+        evaluation = os.path.join(entry, "evaluation.json")
+        reuse = RobustnessReport.from_json(evaluation) if os.path.exists(evaluation) else None
+        return publish(name, model_file, eval_data, root=root, overwrite=True,
+                       training=(old.get("training") or {}, old.get("recipe")), reuse=reuse, **kwargs)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
@@ -258,45 +327,6 @@ def _json_default(value: Any) -> Any:
 
 
 _IMAGE = "float32 (32, 32, 3) RGB in [0, 1] (uint8 pixels / 255)"
-_CIFAR_EVAL = "the 1,017 exact CIFAR-10 test images of shared/data (test_batch), in file order"
-_TRAIN_AT = ("nice -n 10 qrobust train --recipe int4_at --dataset cifar10 --data-dir CIFAR10_JPEG --source images "
-             "--val-samples 1000 --init-weights mlcommons:MLCOMMONS_DIR --out runs/{name} --seed 0{extra}")
-_PUBLISH = ("python -m qrobust_keras.zoo.publish {name} --run runs/{name} --cifar10 CIFAR10_EXACT "
-            "--train-data CIFAR10_JPEG")
-# The library's entries: what each is for, how it is trained and evaluated, and the targets its card is checked on.
-SPECS: dict[str, dict[str, Any]] = {
-    "resnet8_int4_at2": {
-        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
-        "purpose": "The robust ResNet-8 to deploy: the MLCommons Tiny ResNet-8 with int4 kernels and int4 ReLUs "
-                   "(first convolution and classifier int8), adversarially trained at 2/255 (PGD-3 on half of "
-                   "each batch, crafted against the training-mode network) from the official float weights. The "
-                   "best clean/robust trade-off measured here at small budgets.",
-        "targets": [{"what": ">= 80% clean", "metric": "clean_accuracy", "min": 0.80},
-                    {"what": ">= 45% worst case at 2/255", "metric": "robust_accuracy/2/255", "min": 0.45}],
-        "commands": [_TRAIN_AT.format(name="resnet8_int4_at2", extra=""), _PUBLISH.format(name="resnet8_int4_at2")],
-    },
-    "resnet8_int4_at8": {
-        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
-        "purpose": "The int4 ResNet-8 adversarially trained for the 8/255 budget the field reports (RobustBench).",
-        "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
-                    {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
-        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=" --at-eps 8/255"),
-                     _PUBLISH.format(name="resnet8_int4_at8")],
-    },
-}
-
-
-# The references the leaderboard compares with: measured by publish_reference, not shipped.
-REFERENCE_SPECS: dict[str, dict[str, Any]] = {
-    "mlcommons_resnet8": {
-        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "model": "resnet8",
-        "purpose": "The MLCommons Tiny reference ResNet-8 (float, official weights, `load_mlcommons`), measured "
-                   "exactly as the zoo's entries; its int8 file is made by the library's exporter.",
-        "commands": ["python -m qrobust_keras.zoo.publish mlcommons_resnet8 --mlcommons MLCOMMONS_DIR "
-                     "--cifar10 CIFAR10_EXACT"],
-    },
-}
-
 
 def _cifar10_eval_and_calibration(cifar10_dir: str) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     from qrobust_keras.data import find_cifar10, read_pickle_batch
@@ -315,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="publish a zoo entry (model, int8 file, card) from a finished run, or "
                                             "the card of a reference model")
     p.add_argument("name", choices=sorted(SPECS) + sorted(REFERENCE_SPECS))
-    p.add_argument("--run", help="run folder of `qrobust train` (its model.h5 is shipped); zoo entries only")
+    p.add_argument("--run", help="run folder of `qrobust train` (its model.h5 is shipped); zoo entries only. "
+                                 "Without it a published entry is redone from its own files (see republish)")
     p.add_argument("--mlcommons", help="folder of the official MLCommons Tiny weights; references only")
     p.add_argument("--cifar10", required=True, help="CIFAR-10 python batches (the exact test images are the "
                                                     "evaluation set)")
@@ -349,13 +380,16 @@ def main(argv: list[str] | None = None) -> int:
                                  purpose=spec["purpose"], input_description=_IMAGE, commands=spec["commands"],
                                  cache=os.path.join("runs", "reference_eval", args.name))
     else:
-        if not args.run:
-            p.error(f"{args.name} is a zoo entry: pass --run RUN_DIR (the finished training run)")
-        card = publish(args.name, os.path.join(args.run, "model.h5"), eval_data, dataset=spec["dataset"],
-                       eps=eps, pending_eps=pending, representative_data=calibration, suite=args.suite,
-                       run_dir=args.run, train_data=args.train_data, eval_set=_CIFAR_EVAL, purpose=spec["purpose"],
-                       input_description=_IMAGE, targets=spec["targets"], commands=spec["commands"],
-                       root=args.root or zoo.ZOO_DIR, overwrite=True)
+        common = dict(dataset=spec["dataset"], eps=eps, pending_eps=pending, representative_data=calibration,
+                      suite=args.suite, eval_set=_CIFAR_EVAL, purpose=spec["purpose"], input_description=_IMAGE,
+                      targets=spec["targets"], commands=spec["commands"], root=args.root or zoo.ZOO_DIR)
+        if args.run:
+            card = publish(args.name, os.path.join(args.run, "model.h5"), eval_data, run_dir=args.run,
+                           train_data=args.train_data, overwrite=True, **common)
+        elif args.name in zoo.list(common["root"]):
+            card = republish(args.name, eval_data, cache=os.path.join("runs", "zoo_eval", args.name), **common)
+        else:
+            p.error(f"{args.name} is not published yet: pass --run RUN_DIR (the finished training run)")
     print(zoo.card_markdown(card))
     return 0
 

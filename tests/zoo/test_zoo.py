@@ -15,7 +15,8 @@ import qrobust_keras as qrk
 from qrobust_keras import zoo
 from qrobust_keras.export import TFLiteModel
 from qrobust_keras.zoo import cards
-from qrobust_keras.zoo.publish import REFERENCE_SPECS, SPECS, evaluate_targets, publish, publish_reference
+from qrobust_keras.zoo.publish import evaluate_targets, publish, publish_reference, republish
+from qrobust_keras.zoo.specs import REFERENCE_SPECS, SPECS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGETS = [{"what": ">= 0% clean", "metric": "clean_accuracy", "min": 0.0},
@@ -101,6 +102,45 @@ def test_an_interrupted_publish_resumes_from_the_budgets_it_evaluated(published,
     publish("tiny", str(folder / "other.h5"), (x, y), dataset="cifar10", eps=[8 / 255], representative_data=x,
             suite="quick", root=str(folder / "zoo3"), cache=str(folder / "cache"), verbose=1)
     assert "taken from" not in capsys.readouterr().out
+
+
+def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published, images, tmp_path, capsys):
+    import shutil
+
+    folder, card = published
+    x, y = images
+    root = tmp_path / "zoo"
+    shutil.copytree(folder / "zoo", root)
+    old = zoo.card("tiny", str(root))
+    old["training"] = {"epochs": 48, "data": "run folder gone"}   # the facts a lost run folder can no longer give
+    (root / "tiny" / "card.json").write_text(json.dumps(old))
+    again = republish("tiny", (x, y), root=str(root), dataset="cifar10", eps=[1 / 255, 2 / 255, 8 / 255],
+                      representative_data=x, suite="quick", cache=str(tmp_path / "cache"), verbose=1)
+    out = capsys.readouterr().out
+    assert out.count("taken from the entry's evaluation.json") == 2
+    assert again["training"] == old["training"] and again["recipe"] == card["recipe"]
+    assert again["robust_accuracy"]["2/255"] == card["robust_accuracy"]["2/255"]
+    assert again["robust_accuracy"]["8/255"] == card["robust_accuracy"]["8/255"]
+    assert list(again["robust_accuracy"]) == ["1/255", "2/255", "8/255"]
+    assert again["files"]["model.h5"] == card["files"]["model.h5"]
+    zoo.verify("tiny", str(root))
+    # another seed is another evaluation: nothing is reused, and the reason is printed
+    republish("tiny", (x, y), root=str(root), dataset="cifar10", eps=[8 / 255], representative_data=x,
+              suite="quick", seed=1, verbose=1)
+    out = capsys.readouterr().out
+    assert "not reused: its seed differ" in out and "taken from" not in out
+
+
+def test_a_report_split_per_budget_concatenates_back(published, tmp_path):
+    folder, card = published
+    report = qrk.evaluation.RobustnessReport.from_json(folder / "zoo" / "tiny" / "evaluation.json")
+    parts = report.split()
+    assert [p.eps for p in parts] == [[e] for e in report.eps]
+    assert [p.settings["eps_labels"] for p in parts] == [["2/255"], ["8/255"]]
+    joined = qrk.evaluation.RobustnessReport.concat(parts)
+    for field in ("eps", "accuracy", "robust_accuracy", "robust", "broken_by", "clean_correct", "seconds"):
+        assert getattr(joined, field) == getattr(report, field), field
+    assert joined.settings == report.settings
 
 
 def test_reference_cards_ship_no_files_and_join_the_leaderboard(published, images, tmp_path):

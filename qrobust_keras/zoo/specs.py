@@ -1,0 +1,54 @@
+"""The library's zoo entries and the references they are compared with: what each is for, its dataset and budgets,
+the targets its card is checked on and the commands that reproduce it. :mod:`qrobust_keras.zoo.publish` reads them.
+
+Example:
+
+>>> from qrobust_keras.zoo.specs import SPECS
+>>> SPECS["resnet8_int4_at2"]["targets"][0]["what"]
+'>= 80% clean'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SPECS", "REFERENCE_SPECS"]
+
+_CIFAR_EVAL = "the 1,017 exact CIFAR-10 test images of shared/data (test_batch), in file order"
+_TRAIN_AT = ("nice -n 10 qrobust train --recipe int4_at --dataset cifar10 --data-dir CIFAR10_JPEG --source images "
+             "--val-samples 1000 --init-weights mlcommons:MLCOMMONS_DIR --out runs/{name} --seed 0{extra}")
+_PUBLISH = ("python -m qrobust_keras.zoo.publish {name} --run runs/{name} --cifar10 CIFAR10_EXACT "
+            "--train-data CIFAR10_JPEG")
+# The library's entries: what each is for, how it is trained and evaluated, and the targets its card is checked on.
+SPECS: dict[str, dict[str, Any]] = {
+    "resnet8_int4_at2": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+        "purpose": "The robust ResNet-8 to deploy: the MLCommons Tiny ResNet-8 with int4 kernels and int4 ReLUs "
+                   "(first convolution and classifier int8), adversarially trained at 2/255 (PGD-3 on half of "
+                   "each batch, crafted against the training-mode network) from the official float weights. The "
+                   "best clean/robust trade-off measured here at small budgets.",
+        "targets": [{"what": ">= 80% clean", "metric": "clean_accuracy", "min": 0.80},
+                    {"what": ">= 45% worst case at 2/255", "metric": "robust_accuracy/2/255", "min": 0.45}],
+        "commands": [_TRAIN_AT.format(name="resnet8_int4_at2", extra=""), _PUBLISH.format(name="resnet8_int4_at2")],
+    },
+    "resnet8_int4_at8": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+        "purpose": "The int4 ResNet-8 adversarially trained for the 8/255 budget the field reports (RobustBench).",
+        "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
+                    {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
+        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=" --at-eps 8/255"),
+                     _PUBLISH.format(name="resnet8_int4_at8")],
+    },
+}
+
+
+# The references the leaderboard compares with: measured by publish_reference, not shipped.
+REFERENCE_SPECS: dict[str, dict[str, Any]] = {
+    "mlcommons_resnet8": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "model": "resnet8",
+        "purpose": "The MLCommons Tiny reference ResNet-8 (float, official weights, `load_mlcommons`), measured "
+                   "exactly as the zoo's entries; its int8 file is made by the library's exporter.",
+        "commands": ["python -m qrobust_keras.zoo.publish mlcommons_resnet8 --mlcommons MLCOMMONS_DIR "
+                     "--cifar10 CIFAR10_EXACT"],
+    },
+}
