@@ -179,6 +179,8 @@ def _patch_stochastic_quantizers_follow_training() -> None:
 
 # QKeras quantizers are serialized through keras.constraints.serialize (correctly); tf_keras warns on every layer.
 warnings.filterwarnings("ignore", message=r"The `keras.constraints.serialize\(\)` API should only be used")
+# The library saves .h5 on purpose (the format QKeras models round-trip through); tf_keras warns on every save.
+warnings.filterwarnings("ignore", message=r"You are saving your model as an HDF5 file")
 _register_qkeras_serializables()
 _patch_qactivation_from_config()
 _patch_quantized_model_from_json()
