@@ -35,6 +35,7 @@ from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import leaf_layers, logits_model
 
 __all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "has_stochastic_quantizers",
+           "layer_is_stochastic",
            "stochastic_scope", "mode_note", "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad",
            "loss_and_grad_fn", "project_tf", "normalize_tf", "random_start", "x_signature", "forward_fn",
            "predict_labels", "set_eot_seed", "BestOverRestarts"]
@@ -86,17 +87,18 @@ def _quantizer_is_stochastic(quantizer: Any) -> bool:
     return bool(getattr(quantizer, "use_stochastic_rounding", False))
 
 
+def layer_is_stochastic(layer: Any) -> bool:
+    """True when the QKeras ``layer`` uses a stochastic quantizer (random under learning phase 1)."""
+    for attr in ("kernel_quantizer_internal", "bias_quantizer_internal", "depthwise_quantizer_internal",
+                 "pointwise_quantizer_internal", "quantizer", "activation"):
+        if _quantizer_is_stochastic(getattr(layer, attr, None)) and type(layer).__name__.startswith("Q"):
+            return True
+    return any(_quantizer_is_stochastic(q) for q in getattr(layer, "quantizers", []) or [])
+
+
 def has_stochastic_quantizers(model: keras.Model) -> bool:
     """True when some QKeras layer of ``model`` uses a stochastic quantizer (random under learning phase 1)."""
-    for layer in leaf_layers(model):
-        for attr in ("kernel_quantizer_internal", "bias_quantizer_internal", "depthwise_quantizer_internal",
-                     "pointwise_quantizer_internal", "quantizer", "activation"):
-            if _quantizer_is_stochastic(getattr(layer, attr, None)) and type(layer).__name__.startswith("Q"):
-                return True
-        for quantizer in getattr(layer, "quantizers", []) or []:
-            if _quantizer_is_stochastic(quantizer):
-                return True
-    return False
+    return any(layer_is_stochastic(layer) for layer in leaf_layers(model))
 
 
 @contextlib.contextmanager

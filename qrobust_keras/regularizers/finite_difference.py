@@ -86,7 +86,7 @@ def check_deterministic_forward(model: keras.Model) -> None:
         ValueError: a stochastic QKeras quantizer, a Dropout/noise layer with a nonzero rate, or a quantized
             activation; the message names the layer and the estimators that work.
     """
-    from qrobust_keras.attacks.gradients import _quantizer_is_stochastic
+    from qrobust_keras.attacks.gradients import layer_is_stochastic
     from qrobust_keras.models.heads import leaf_layers
 
     noise_layers = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
@@ -94,10 +94,7 @@ def check_deterministic_forward(model: keras.Model) -> None:
     for layer in leaf_layers(model):
         if isinstance(layer, noise_layers) and float(getattr(layer, "rate", getattr(layer, "stddev", 0.0))) > 0:
             why = f"{type(layer).__name__} layer {layer.name!r} draws a new random mask in each training pass"
-        elif type(layer).__name__.startswith("Q") and any(
-                _quantizer_is_stochastic(getattr(layer, attr, None)) for attr in (
-                    "kernel_quantizer_internal", "bias_quantizer_internal", "depthwise_quantizer_internal",
-                    "pointwise_quantizer_internal", "quantizer", "activation")):
+        elif layer_is_stochastic(layer):
             why = f"layer {layer.name!r} has a stochastic quantizer, which samples anew in each training pass"
         elif _quantizes_activations(layer):
             raise ValueError(
