@@ -16,10 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, overwrite: bool = True, make_dirs: bool = True) -> str:
@@ -65,6 +67,29 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], Any], overwrite: 
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a scratch folder beside ``path`` to fill; when the block ends normally it replaces ``path`` (an existing
+    folder is swapped out, then removed), when it raises the scratch folder is removed and ``path`` is untouched.
+    So a long build of a folder never leaves it half-written or gone."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-partial-", dir=parent)
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-old-", dir=parent)
+        os.replace(path, os.path.join(old, "folder"))
+    os.replace(scratch, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _file_mode(path: str) -> int:

@@ -73,3 +73,22 @@ def test_new_files_get_the_mode_the_umask_gives_and_replaced_files_keep_theirs(t
         assert os.stat(path).st_mode & 0o777 == 0o640 and path.read_text() == "b"
     finally:
         os.umask(old)
+
+
+def test_atomic_folder_replaces_on_success_and_keeps_the_old_folder_on_failure(tmp_path):
+    import pytest
+
+    from qrobust_keras._files import atomic_folder
+
+    target = tmp_path / "entry"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as scratch:
+            open(f"{scratch}/new.txt", "w").write("new")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"] and (target / "old.txt").read_text() == "old"
+    with atomic_folder(target) as scratch:
+        open(f"{scratch}/new.txt", "w").write("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]

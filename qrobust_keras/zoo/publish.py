@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from typing import Any, Sequence
@@ -38,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from qrobust_keras import zoo
-from qrobust_keras._files import atomic_write
+from qrobust_keras._files import atomic_folder, atomic_write
 from qrobust_keras.zoo import cards
 from qrobust_keras.zoo.specs import _CIFAR_EVAL, REFERENCE_SPECS, SPECS
 
@@ -144,6 +143,26 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
     Raises:
         ValueError: a bad name, or an existing entry without ``overwrite``.
     """
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"name must be letters, digits and '_'; got name={name!r}")
+    final = os.path.join(root, name)
+    if os.path.exists(final) and not overwrite:
+        raise ValueError(f"zoo entry {final!r} exists; pass overwrite=True to replace it")
+    # Built beside the entry and swapped in at the end: an interrupted publish leaves the old entry as it was.
+    with atomic_folder(final) as entry:
+        return _build_entry(entry, name, model_file, eval_data, dataset=dataset, eps=eps,
+                            representative_data=representative_data, suite=suite, scale=scale, run_dir=run_dir,
+                            train_data=train_data, eval_set=eval_set, purpose=purpose,
+                            input_description=input_description, targets=targets, commands=commands, seed=seed,
+                            verbose=verbose, cache=cache, pending_eps=pending_eps, training=training, reuse=reuse)
+
+
+def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray], *, dataset: str,
+                 eps: Sequence[float], representative_data: np.ndarray, suite: str, scale: str, run_dir: str | None,
+                 train_data: str | None, eval_set: str, purpose: str, input_description: str,
+                 targets: Sequence[dict[str, Any]], commands: Sequence[str], seed: int, verbose: int,
+                 cache: str | None, pending_eps: Sequence[float], training: Any, reuse: Any) -> dict[str, Any]:
+    """The files and card of a zoo entry, written into the folder ``entry`` (see :func:`publish`)."""
     from qrobust_keras import __version__
     from qrobust_keras._keras import qkeras, tf
     from qrobust_keras.evaluation import format_eps
@@ -151,14 +170,6 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
     from qrobust_keras.models.io import load_model
     from qrobust_keras.recipes.run import save_model_atomic
 
-    if not name or not name.replace("_", "").isalnum():
-        raise ValueError(f"name must be letters, digits and '_'; got name={name!r}")
-    entry = os.path.join(root, name)
-    if os.path.exists(entry):
-        if not overwrite:
-            raise ValueError(f"zoo entry {entry!r} exists; pass overwrite=True to replace it")
-        shutil.rmtree(entry)
-    os.makedirs(entry)
     start = time.time()
     x, y = eval_data
     save_model_atomic(load_model(model_file, compile=False), os.path.join(entry, zoo.MODEL_FILE))
@@ -303,19 +314,15 @@ def republish(name: str, eval_data: tuple[np.ndarray, np.ndarray], *, root: str 
     Raises:
         ZooError: no such entry, or its card or model file is missing or changed.
     """
-    import tempfile
-
     from qrobust_keras.evaluation import RobustnessReport
 
     old = zoo.card(name, root=root)
     entry = os.path.join(root, name)
-    with tempfile.TemporaryDirectory(prefix="qrobust-republish-") as scratch:
-        model_file = os.path.join(scratch, zoo.MODEL_FILE)
-        shutil.copy2(zoo.model_path(name, root=root), model_file)   # publish replaces the entry folder
-        evaluation = os.path.join(entry, "evaluation.json")
-        reuse = RobustnessReport.from_json(evaluation) if os.path.exists(evaluation) else None
-        return publish(name, model_file, eval_data, root=root, overwrite=True,
-                       training=(old.get("training") or {}, old.get("recipe")), reuse=reuse, **kwargs)
+    evaluation = os.path.join(entry, "evaluation.json")
+    reuse = RobustnessReport.from_json(evaluation) if os.path.exists(evaluation) else None
+    # publish builds the new entry beside this one, so the shipped model.h5 stays readable until the swap
+    return publish(name, zoo.model_path(name, root=root), eval_data, root=root, overwrite=True,
+                   training=(old.get("training") or {}, old.get("recipe")), reuse=reuse, **kwargs)
 
 
 def _json_default(value: Any) -> Any:
