@@ -130,7 +130,13 @@ def evaluate_robustness(
         attacks = [attacks]
     if attacks is not None and not attacks:
         raise ValueError("attacks must name at least one attack; got an empty list")
-    eps_list = [eps] if isinstance(eps, (int, float, np.floating, np.integer)) else list(eps)
+    if isinstance(eps, (int, float, np.floating, np.integer)):
+        eps_list = [eps]
+    elif isinstance(eps, np.ndarray) or (hasattr(eps, "__iter__") and not isinstance(eps, (str, bytes, dict))):
+        eps_list = list(np.ravel(eps)) if isinstance(eps, np.ndarray) else list(eps)
+    else:
+        raise TypeError(f"eps must be a number or a list of numbers (budgets in the model's input units, e.g. "
+                        f"2/255); got eps={eps!r}")
     if not eps_list:
         raise ValueError("eps must hold at least one budget; got an empty list")
     if scale not in registry.SCALES:
