@@ -270,9 +270,10 @@ def as_predict_fn(model_or_fn: Any, batch_size: int = 256) -> PredictFn:
     from qrobust_keras._keras import keras, tf
 
     if isinstance(model_or_fn, keras.Model):
-        model = model_or_fn
-        forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
-        return PredictFn(lambda a: forward(tf.constant(a)).numpy(), batch_size, name=model.name)
+        from qrobust_keras.attacks.gradients import scores_fn
+
+        forward = scores_fn(model_or_fn)           # compiled once per model, shared by every attack on it
+        return PredictFn(lambda a: forward(tf.constant(a, tf.float32)).numpy(), batch_size, name=model_or_fn.name)
     if hasattr(model_or_fn, "predict") and callable(model_or_fn.predict):
         return PredictFn(model_or_fn.predict, batch_size, name=type(model_or_fn).__name__)
     if callable(model_or_fn):

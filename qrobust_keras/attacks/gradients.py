@@ -37,7 +37,7 @@ from qrobust_keras.models.heads import leaf_layers, logits_model
 __all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "has_stochastic_quantizers",
            "layer_is_stochastic",
            "stochastic_scope", "mode_note", "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad",
-           "loss_and_grad_fn", "project_tf", "normalize_tf", "random_start", "x_signature", "forward_fn",
+           "loss_and_grad_fn", "project_tf", "normalize_tf", "random_start", "x_signature", "forward_fn", "scores_fn",
            "predict_labels", "set_eot_seed", "BestOverRestarts"]
 
 _CACHE_ATTR = "_qrobust_attack_cache"
@@ -256,16 +256,32 @@ def x_signature(x: np.ndarray) -> tf.TensorSpec:
     return tf.TensorSpec([None] + list(x.shape[1:]), tf.float32)
 
 
+def _compiled_inference(net: keras.Model) -> Callable:
+    # A single-input model gets the signature (None, *input shape): one trace for every batch size. Without it,
+    # reduce_retracing traces twice (the first batch's exact shape, then a relaxed one), seconds for a quantized net.
+    shape = net.input_shape
+    if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
+        spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
+        return tf.function(lambda t: net(t, training=False), input_signature=[spec])
+    return tf.function(lambda t: net(t, training=False), reduce_retracing=True)
+
+
 def forward_fn(model: keras.Model) -> Callable:
-    """Compiled inference-mode forward pass to the logits, cached per model (traced once per input shape)."""
+    """Compiled inference-mode forward pass to the logits, cached per model (traced once)."""
     lm = get_logits_model(model)
-    return cached(model, ("forward",), lambda: tf.function(lambda t: lm(t, training=False), reduce_retracing=True))
+    return cached(model, ("forward",), lambda: _compiled_inference(lm))
+
+
+def scores_fn(model: keras.Model) -> Callable:
+    """Compiled inference-mode forward pass to the model's own outputs (e.g. softmax scores), cached per model."""
+    return cached(model, ("scores",), lambda: _compiled_inference(model))
 
 
 def predict_labels(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Argmax labels of the inference-mode model (compiled, cached per model)."""
     fwd = forward_fn(model)
-    out = [fwd(tf.constant(x[i:i + batch_size])).numpy().argmax(axis=1) for i in range(0, len(x), batch_size)]
+    out = [fwd(tf.constant(x[i:i + batch_size], tf.float32)).numpy().argmax(axis=1)
+           for i in range(0, len(x), batch_size)]
     return np.concatenate(out).astype(np.int64)
 
 

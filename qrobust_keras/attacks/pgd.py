@@ -29,9 +29,13 @@ from qrobust_keras.attacks.common import AttackInfo, batches, enforce_constraint
 from qrobust_keras.attacks.plumbing import ProgressBar, prepare
 
 
-def _build_loop(model: keras.Model, *, steps: int, norm: str, loss: str, targeted: bool, eot: int,
-                decay: float | None, x_spec: tf.TensorSpec):
-    """Compile ``(x, y, x_start, eps, step_size) -> (x_adv, found, final_loss)`` running all ``steps``."""
+def _build_loop(model: keras.Model, *, norm: str, loss: str, targeted: bool, eot: int, decay: float | None,
+                x_spec: tf.TensorSpec):
+    """Compile ``(x, y, x_start, eps, step_size, steps) -> (x_adv, found, final_loss)`` running all ``steps``.
+
+    The step count is an input of the loop (a ``tf.while_loop``), not part of the graph, so FGSM, BIM and PGD of
+    any length share one trace per model: tracing a quantized model's gradient costs seconds, running a step
+    milliseconds."""
     lm = G.get_logits_model(model)
     n_classes = num_classes(lm)
     stochastic = eot > 1
@@ -40,8 +44,9 @@ def _build_loop(model: keras.Model, *, steps: int, norm: str, loss: str, targete
     axes = list(range(1, len(x_spec.shape)))
 
     @tf.function(input_signature=[x_spec, tf.TensorSpec([None], tf.int32), x_spec,
-                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)])
-    def run(x, y, x_start, eps, step_size):
+                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32),
+                                  tf.TensorSpec([], tf.int32)])
+    def run(x, y, x_start, eps, step_size, steps):
         x_adv = x_start
         found = tf.zeros(tf.shape(x)[:1], tf.bool)
         x_found = x_adv
@@ -77,9 +82,9 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
                          name: str, loss: str = "ce") -> tuple[np.ndarray, AttackInfo]:
     """Engine of fgsm/bim/pgd/mim on validated inputs: iterated steepest-ascent steps, projection, restarts."""
     seed = check_int("seed", seed, minimum=0)
-    key = ("sign", steps, norm, loss, targeted, eot, decay, x.shape[1:])
-    build = lambda: _build_loop(model, steps=steps, norm=norm, loss=loss, targeted=targeted,  # noqa: E731
-                                eot=eot, decay=decay, x_spec=G.x_signature(x))
+    key = ("sign", norm, loss, targeted, eot, decay, x.shape[1:])
+    build = lambda: _build_loop(model, norm=norm, loss=loss, targeted=targeted, eot=eot,  # noqa: E731
+                                decay=decay, x_spec=G.x_signature(x))
     if eot > 1:
         G.set_eot_seed(seed, eot)
         run, lo, hi = build()  # fresh function: the stochastic quantizers restart their random streams
@@ -98,7 +103,7 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
         for sl in batches(n, batch_size):
             x_out, found, final_loss = run(tf.constant(x[sl]), tf.constant(y[sl].astype(np.int32)),
                                            tf.constant(start[sl]), tf.constant(eps, tf.float32),
-                                           tf.constant(step_size, tf.float32))
+                                           tf.constant(step_size, tf.float32), tf.constant(steps, tf.int32))
             x_out, found, final_loss = x_out.numpy(), found.numpy(), final_loss.numpy().astype(np.float64)
             best.update(sl, x_out, found, final_loss)
             bar.update()

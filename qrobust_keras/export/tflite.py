@@ -163,8 +163,11 @@ def convert(model: keras.Model, representative_data: np.ndarray | None, int8: bo
 
 
 def _keras_scores(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
-    return np.concatenate([forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+    from qrobust_keras.attacks.gradients import scores_fn
+
+    forward = scores_fn(model)                 # the compiled forward pass the attacks on this model also use
+    return np.concatenate([forward(tf.constant(x[i:i + batch_size], tf.float32)).numpy()
+                           for i in range(0, len(x), batch_size)])
 
 
 def _logits_layer(clone: keras.Model) -> str | None:

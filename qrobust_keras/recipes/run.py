@@ -30,6 +30,7 @@ from qrobust_keras._keras import keras
 from qrobust_keras.models.io import copy_weights_by_name
 from qrobust_keras.recipes.build import build_recipe, train_dataset
 from qrobust_keras.recipes.catalog import _MLCOMMONS_WIDTH, Recipe
+from qrobust_keras.training.step import create_fit_variables
 
 __all__ = ["RUN_CONFIG", "HISTORY_CSV", "FINAL_MODEL", "LAST_MODEL", "BACKUP_DIR", "fit_recipe", "read_history",
            "HistoryCSV", "SaveLast", "save_model_atomic"]
@@ -292,6 +293,9 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
             print(f"qrobust: {out} finished all {recipe.epochs} epochs before it stopped; continuing from "
                   f"{LAST_MODEL} without training again")
     else:
+        if strategy.num_replicas_in_sync == 1:
+            with strategy.scope():
+                create_fit_variables(model, next(iter(train_dataset(recipe, x[:2], y[:2], training=False))))
         model.fit(_sharded(train_dataset(recipe, x, y), strategy), validation_data=val, epochs=recipe.epochs,
                   callbacks=callbacks, verbose=verbose)
     if recipe.bn_recalibration:

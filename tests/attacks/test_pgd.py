@@ -151,3 +151,31 @@ def test_bad_inputs_raise_clear_errors(small_model, attack_set):
         pgd(small_model, x[:, :16], y, eps=2 / 255, verbose=0)
     with pytest.raises(TypeError, match="black-box attack"):
         pgd(lambda z: np.zeros((len(z), 10)), x, y, eps=2 / 255, verbose=0)
+
+
+def test_fgsm_bim_and_pgd_of_any_length_share_one_trace_per_model(small_model, attack_set, tmp_path):
+    """Tracing a model's gradient costs seconds, a step milliseconds: the step count, eps and the batch size are
+    inputs of the compiled loop, and the label and score forward passes are compiled once per model."""
+    from qrobust_keras.attacks import fgsm, square
+    from qrobust_keras.attacks.gradients import _model_cache
+    from qrobust_keras.models import load_model
+
+    small_model.save(tmp_path / "m.h5")
+    model = load_model(str(tmp_path / "m.h5"))            # a fresh copy: nothing traced for it yet
+    x, y = attack_set
+    fgsm(model, x[:37], y[:37], eps=2 / 255, verbose=0)
+    pgd(model, x, y, eps=1 / 255, steps=3, verbose=0, batch_size=64)          # a last partial batch of 200 % 64
+    bim(model, x[:50], y[:50], eps=4 / 255, steps=7, verbose=0)
+    square(model, x[:20], y[:20], eps=4 / 255, queries=5, verbose=0)
+    square(model, x[:30], y[:30], eps=2 / 255, queries=5, verbose=0)
+    cache = _model_cache(model)
+    traces = {key[0]: fn.experimental_get_tracing_count() for key, fn in cache.items()
+              if hasattr(fn, "experimental_get_tracing_count")}
+    loops = [fn for key, fn in cache.items() if key[0] == "sign"]
+    assert len(loops) == 1 and loops[0][0].experimental_get_tracing_count() == 1
+    assert traces == {"forward": 1}, traces
+    # the score function black-box code wraps a Keras model in: one per model, one trace for any batch size
+    from qrobust_keras.attacks.common import as_predict_fn
+
+    as_predict_fn(model)(x[:3]), as_predict_fn(model, batch_size=16)(x[:40])
+    assert cache[("scores",)].experimental_get_tracing_count() == 1

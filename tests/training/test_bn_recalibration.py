@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import qrobust_keras as qrk
+from qrobust_keras.training.step import create_fit_variables
 from qrobust_keras._keras import keras
 from qrobust_keras.training import recalibrate_batchnorm
 
@@ -38,6 +39,7 @@ def test_recalibration_closes_the_stochastic_train_inference_gap(cifar_small):
     keras.utils.set_random_seed(0)
     model = qrk.models.resnet8(policy="stochastic_ternary")
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    create_fit_variables(model, (x_train[:2], y_train[:2]))   # one trace of the train step instead of two
     model.fit(x_train, y_train, epochs=3, batch_size=64, verbose=0)
     before = np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test)
     recalibrate_batchnorm(model, x_train[:2000])

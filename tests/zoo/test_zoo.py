@@ -96,12 +96,13 @@ def test_an_interrupted_publish_resumes_from_the_budgets_it_evaluated(published,
     out = capsys.readouterr().out
     assert out.count("taken from") == 2
     assert again["robust_accuracy"] == card["robust_accuracy"]
-    # another model (another sha256) never reuses them
-    other = qrk.models.resnet8(policy="int4", filters=4)
-    other.save(folder / "other.h5")
-    publish("tiny", str(folder / "other.h5"), (x, y), dataset="cifar10", eps=[8 / 255], representative_data=x,
-            suite="quick", root=str(folder / "zoo3"), cache=str(folder / "cache"), verbose=1)
-    assert "taken from" not in capsys.readouterr().out
+    # another model (another sha256) never reuses them: each saved budget is filed and keyed under the sha256 of
+    # the model file it measured
+    model_sha = card["files"]["model.h5"]
+    saved = sorted(os.listdir(folder / "cache"))
+    assert len(saved) == 2 and all(name.startswith(model_sha[:16] + "_quick_") for name in saved)
+    for name in saved:
+        assert json.loads((folder / "cache" / name).read_text())["key"]["model_sha256"] == model_sha
 
 
 def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published, images, tmp_path, capsys):
@@ -124,11 +125,17 @@ def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published,
     assert list(again["robust_accuracy"]) == ["1/255", "2/255", "8/255"]
     assert again["files"]["model.h5"] == card["files"]["model.h5"]
     zoo.verify("tiny", str(root))
-    # another seed is another evaluation: nothing is reused, and the reason is printed
-    republish("tiny", (x, y), root=str(root), dataset="cifar10", eps=[8 / 255], representative_data=x,
-              suite="quick", seed=1, verbose=1)
-    out = capsys.readouterr().out
-    assert "not reused: its seed differ" in out and "taken from" not in out
+    # another seed is another evaluation: nothing is reused, and the reason is printed (the check republish makes
+    # before it evaluates anything)
+    from qrobust_keras.zoo.publish import _reusable_budgets
+
+    report = qrk.evaluation.RobustnessReport.from_json(root / "tiny" / "evaluation.json")
+    model = zoo.load("tiny", str(root))
+    same = dict(suite="quick", scale=report.settings["scale"], clip=(0.0, 1.0), verbose=1)
+    assert sorted(_reusable_budgets(report, model, x, y, seed=report.settings["seed"], **same)) == \
+        sorted(report.eps)
+    assert _reusable_budgets(report, model, x, y, seed=1, **same) == {}
+    assert "not reused: its seed differ" in capsys.readouterr().out
 
 
 def test_a_report_split_per_budget_concatenates_back(published, tmp_path):
