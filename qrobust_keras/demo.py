@@ -1,11 +1,13 @@
 """``qrobust demo``: the library end to end in a few minutes on a laptop CPU.
 
-Trains a float ResNet-8 (the MLCommons recipe, shortened) and a robust quantized one (the ``stq_jr`` recipe:
-stochastic-ternary kernels, 4-bit activations, per-layer Jacobian regularization) on a subset of CIFAR-10, attacks
-both (FGSM, PGD, Square), exports the robust one to an integer-only int8 TFLite file, checks the file in the TFLite
-Micro interpreter and attacks the file itself (Square, black-box), and writes ``demo_report/`` with a markdown
-table (``report.md``), an accuracy-vs-eps plot (``accuracy_vs_eps.png``), the TFLite Micro footprint and every
-number as JSON (``results.json``).
+Trains a float ResNet-8 (the MLCommons recipe, shortened) on a subset of CIFAR-10 and sets a robust quantized one
+beside it: on real CIFAR-10, the zoo's ``resnet8_int4_at2`` (int4 kernels and ReLUs, adversarially trained for
+hours; :mod:`qrobust_keras.zoo`), loaded instead of trained; on the synthetic fallback, one trained here with the
+``stq_jr`` recipe (stochastic-ternary kernels, 4-bit activations, per-layer Jacobian regularization), since the zoo
+model needs real CIFAR-10 test images. It attacks both (FGSM, PGD, Square), exports the robust one to an
+integer-only int8 TFLite file, checks the file in the TFLite Micro interpreter and attacks the file itself (Square,
+black-box), and writes ``demo_report/`` with a markdown table (``report.md``), an accuracy-vs-eps plot
+(``accuracy_vs_eps.png``), the TFLite Micro footprint and every number as JSON (``results.json``).
 
 CIFAR-10 is looked up in ``data_dir``, then ``$QROBUST_DATA_DIR``, then the Keras cache; ``download=True`` fetches it
 with Keras when none is found. Otherwise the demo says so and runs on a generated 10-class image task (oriented
@@ -139,7 +141,29 @@ def _log(verbose: int, msg: str) -> None:
         print(f"qrobust demo: {msg}", flush=True)
 
 
-def _train(cfg: DemoConfig, train: tuple, test: tuple, out: str, run_info: dict, verbose: int, tag: str) -> tuple:
+# the robust model the demo shows on real CIFAR-10 (trained for hours; the demo loads it instead of training one)
+ZOO_MODEL = "resnet8_int4_at2"
+
+
+def _robust_from_zoo(verbose: int) -> tuple[Any, dict] | None:
+    """The zoo's robust ResNet-8 and what the report says about it; None (with the reason printed) when it cannot
+    be loaded, so that the demo trains its own robust model instead."""
+    from qrobust_keras import zoo
+
+    try:
+        model, card = zoo.load(ZOO_MODEL), zoo.card(ZOO_MODEL)
+    except Exception as exc:  # noqa: BLE001 - a broken install must not stop the demo; it trains instead
+        _log(verbose, f"the zoo model {ZOO_MODEL} could not be loaded ({type(exc).__name__}: {exc}); training "
+                      "stq_jr instead")
+        return None
+    worst = card.get("robust_accuracy", {})
+    return model, {"zoo": ZOO_MODEL, "clean_accuracy": card.get("clean_accuracy"), "robust_accuracy": worst,
+                   "suite": card.get("suite"), "eval_samples": card.get("eval_samples")}
+
+
+def _train(cfg: DemoConfig, train: tuple, test: tuple, out: str, run_info: dict, verbose: int, tag: str,
+           robust: bool = True) -> tuple:
+    """Train the float model and, when ``robust``, the ``stq_jr`` model: ``({label: model}, {label: seconds})``."""
     from qrobust_keras.recipes import FINAL_MODEL, HISTORY_CSV, RUN_CONFIG, fit_recipe, get_recipe
 
     runs = {
@@ -148,6 +172,8 @@ def _train(cfg: DemoConfig, train: tuple, test: tuple, out: str, run_info: dict,
         "stq_jr": get_recipe("stq_jr", dataset="cifar10", epochs=cfg.robust_epochs, jr_warmup_epochs=1,
                              bn_recalibration=min(2000, cfg.n_train)),
     }
+    if not robust:
+        del runs["stq_jr"]
     models, timings = {}, {}
     for label, recipe in runs.items():
         _log(verbose, f"training {label}{tag}: {recipe.epochs} epochs of {len(train[0])} images")
@@ -194,7 +220,19 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
                                "failed": [], "evaluations": {}, "export": None, "tflm_footprint": None,
                                "tflm_check": None}
     run_info = {"source": source, "synthetic": synthetic, "n_train": len(train[0]), "n_test": len(test[0])}
-    models, results["train_seconds"] = _train(cfg, train, test, out, run_info, verbose, tag)
+    zoo_model = None if synthetic else _robust_from_zoo(verbose)
+    if synthetic:
+        _log(verbose, f"the zoo's robust model ({ZOO_MODEL}) needs real CIFAR-10 test images; training stq_jr on "
+                      "the synthetic task to show the training workflow instead")
+    models, results["train_seconds"] = _train(cfg, train, test, out, run_info, verbose, tag, robust=zoo_model is None)
+    if zoo_model is not None:
+        robust = f"{ZOO_MODEL} (zoo)"
+        models[robust] = zoo_model[0]
+        results["robust_model"] = {"label": robust, "source": "zoo", **zoo_model[1]}
+        _log(verbose, f"robust model: {ZOO_MODEL} from the zoo (card: qrobust zoo show {ZOO_MODEL})")
+    else:
+        robust = "stq_jr"
+        results["robust_model"] = {"label": robust, "source": "trained here", "recipe": "stq_jr"}
 
     def step(name: str, fn) -> Any:
         # A late step that fails is reported, never allowed to lose what the earlier steps computed.
@@ -215,9 +253,9 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
                                                             queries=cfg.square_queries, seed=0))
         if ev is not None:
             results["evaluations"][label] = ev
-    tfl_path = os.path.join(out, "stq_jr_int8.tflite")
-    _log(verbose, "exporting stq_jr to an int8 TFLite file")
-    info = step("int8 export", lambda: _export(models["stq_jr"], tfl_path, train[0][:500], x_test, y_test))
+    tfl_path = os.path.join(out, f"{robust.split()[0]}_int8.tflite")
+    _log(verbose, f"exporting {robust} to an int8 TFLite file")
+    info = step("int8 export", lambda: _export(models[robust], tfl_path, train[0][:500], x_test, y_test))
     if info is not None:
         results["export"] = info.to_dict()
         runtime = "litert" if have["ai-edge-litert"] else "tflite"
@@ -229,9 +267,9 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
                       f"Keras model, black-box ones on the file)")
         m = min(cfg.n_file_attack, len(x_test))
         ev = step("attacking the int8 file", lambda: _attack_file(tfl_path, runtime, x_test[:m], y_test[:m], cfg,
-                                                                  models["stq_jr"]))
+                                                                  models[robust]))
         if ev is not None:
-            results["evaluations"]["stq_jr int8 file"] = ev
+            results["evaluations"][f"{robust} int8 file"] = ev
     results["total_seconds"] = round(time.time() - t0, 1)
     report = _write_report(results, out, tfl_path if info is not None else None)
     if verbose:
@@ -310,6 +348,12 @@ def _markdown(r: dict, png: str | None, tfl: str | None) -> str:
               + f"; total {r['total_seconds']} s." + (" Quick (CI) sizes." if r["quick"] else ""),
               "", "Minutes of training on a subset: these numbers show the workflow, not the full recipes' results "
               "(docs/reproduction.md). Attacks: quick settings (not the standard suite).", ""]
+    zoo = r.get("robust_model") or {}
+    if zoo.get("source") == "zoo":
+        card = ", ".join(f"{b} {100 * v:.1f}%" for b, v in (zoo.get("robust_accuracy") or {}).items())
+        lines += [f"The robust model is the zoo's `{zoo['zoo']}`, loaded, not trained here. Its card (`qrobust zoo "
+                  f"show {zoo['zoo']}`), measured under the {zoo.get('suite')} suite on {zoo.get('eval_samples')} "
+                  f"exact test images: {100 * (zoo.get('clean_accuracy') or 0):.1f}% clean; worst case {card}.", ""]
     if r["evaluations"]:
         labels = list(next(iter(r["evaluations"].values()))["worst"])
         lines += ["## Robust accuracy (per attack; worst case = correct under every attack)", "",
@@ -329,7 +373,8 @@ def _markdown(r: dict, png: str | None, tfl: str | None) -> str:
         lines += ["", f"![accuracy vs eps]({png})"]
     ex, fp, tc = r["export"], r["tflm_footprint"], r["tflm_check"]
     if ex:
-        lines += ["", "## Deployment (stq_jr, int8)", "", "| | |", "|---|---|", f"| file | `{tfl}` |",
+        robust = r.get("robust_model", {}).get("label", "stq_jr")
+        lines += ["", f"## Deployment ({robust}, int8)", "", "| | |", "|---|---|", f"| file | `{tfl}` |",
                   f"| size (flash) | {ex['size_bytes']:,} bytes |",
                   f"| argmax agreement Keras vs int8 file | {100 * (ex['agreement'] or 0):.1f}% on {ex['n_fidelity']} "
                   "images |",

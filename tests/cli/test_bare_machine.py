@@ -129,6 +129,7 @@ def test_demo_skips_missing_optional_pieces_and_keeps_what_it_computed(monkeypat
     r = json.loads((out / "results.json").read_text())
     assert r["tflm_footprint"] is None and r["export"]["int8"] is True
     assert set(r["evaluations"]) == {"float (mlcommons)", "stq_jr"}
+    assert r["robust_model"] == {"label": "stq_jr", "source": "trained here", "recipe": "stq_jr"}  # no zoo model
     assert (out / "stq_jr_int8.tflite").stat().st_size == r["export"]["size_bytes"]
     assert (out / "accuracy_vs_eps.png").stat().st_size > 1000
 

@@ -19,11 +19,18 @@ def test_demo_quick_writes_the_report(shared_data, tmp_path, capsys):
     r = json.loads((out / "results.json").read_text())
     cfg = DemoConfig.quick()
     assert r["synthetic"] is False and "exact python batches" in r["data"]
-    assert set(r["evaluations"]) == {"float (mlcommons)", "stq_jr", "stq_jr int8 file"}
+    # on real CIFAR-10 the robust side is the zoo's model, loaded instead of trained
+    robust = "resnet8_int4_at2 (zoo)"
+    assert r["robust_model"]["source"] == "zoo" and r["robust_model"]["zoo"] == "resnet8_int4_at2"
+    assert set(r["evaluations"]) == {"float (mlcommons)", robust, f"{robust} int8 file"}
+    assert set(r["train_seconds"]) == {"float (mlcommons)"}
     for label, ev in r["evaluations"].items():
         for lab, worst in ev["worst"].items():
             assert worst <= min(row[lab] for row in ev["results"].values()) <= ev["clean"], label
-    assert r["evaluations"]["stq_jr"]["n"] == cfg.n_test
+    assert r["evaluations"][robust]["n"] == cfg.n_test
+    # the zoo model is the robust one the card describes: clean accuracy on these 48 images is far above the
+    # 1-epoch float model's, and its worst case at 2/255 stays well above zero (card: 39.4% on 1,017 images)
+    assert r["evaluations"][robust]["clean"] >= 0.6 and r["evaluations"][robust]["worst"]["2/255"] >= 0.15
     assert r["export"]["int8"] is True and r["export"]["agreement"] >= 0.9
     assert r["tflm_footprint"]["all_ops_supported"] is True
     assert 30_000 < r["tflm_footprint"]["arena_bytes"] < 100_000
@@ -33,9 +40,11 @@ def test_demo_quick_writes_the_report(shared_data, tmp_path, capsys):
     assert r["tflm_check"]["max_abs_score_diff"] <= 0.1
     text = (out / "report.md").read_text()
     assert "SYNTHETIC" not in text
-    assert "| stq_jr | **worst case** |" in text and "TFLite Micro arena" in text
+    assert f"| {robust} | **worst case** |" in text and "TFLite Micro arena" in text
+    assert "The robust model is the zoo's `resnet8_int4_at2`, loaded, not trained here" in text
+    assert "## Deployment (resnet8_int4_at2 (zoo), int8)" in text
     assert (out / "accuracy_vs_eps.png").stat().st_size > 1000
-    assert (out / "stq_jr_int8.tflite").stat().st_size == r["export"]["size_bytes"]
+    assert (out / "resnet8_int4_at2_int8.tflite").stat().st_size == r["export"]["size_bytes"]
 
 
 def test_synthetic_task_is_balanced_and_learnable_by_a_linear_probe():
@@ -65,3 +74,18 @@ def test_demo_with_a_wrong_explicit_data_dir_fails_instead_of_using_synthetic_da
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_a_zoo_model_that_cannot_load_makes_the_demo_train_instead(monkeypatch, capsys):
+    from qrobust_keras import demo, zoo
+
+    def corrupted(name, root=zoo.ZOO_DIR):
+        raise zoo.ZooError(f"{name}/model.h5 does not match its card's sha256")
+
+    monkeypatch.setattr(zoo, "load", corrupted)
+    assert demo._robust_from_zoo(verbose=1) is None
+    assert "could not be loaded (ZooError: resnet8_int4_at2/model.h5 does not match" in capsys.readouterr().out
+    monkeypatch.undo()
+    model, facts = demo._robust_from_zoo(verbose=0)
+    assert facts["zoo"] == "resnet8_int4_at2" and facts["clean_accuracy"] == zoo.card("resnet8_int4_at2")["clean_accuracy"]
+    assert model.output_shape == (None, 10)
