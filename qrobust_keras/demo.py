@@ -159,9 +159,9 @@ def _robust_from_zoo(verbose: int) -> tuple[Any, dict] | None:
         _log(verbose, f"the zoo model {ZOO_MODEL} could not be loaded ({type(exc).__name__}: {exc}); training "
                       "stq_jr instead")
         return None
-    worst = card.get("robust_accuracy", {})
-    return model, {"zoo": ZOO_MODEL, "clean_accuracy": card.get("clean_accuracy"), "robust_accuracy": worst,
-                   "suite": card.get("suite"), "eval_samples": card.get("eval_samples")}
+    return model, {"zoo": ZOO_MODEL, "clean_accuracy": card.get("clean_accuracy"),
+                   "robust_accuracy": card.get("robust_accuracy", {}), "suite": card.get("suite"),
+                   "eval_samples": card.get("eval_samples")}
 
 
 def _train(cfg: DemoConfig, train: tuple, test: tuple, out: str, run_info: dict, verbose: int, tag: str,
@@ -229,12 +229,12 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
                       "the synthetic task to show the training workflow instead")
     models, results["train_seconds"] = _train(cfg, train, test, out, run_info, verbose, tag, robust=zoo_model is None)
     if zoo_model is not None:
-        robust = f"{ZOO_MODEL} (zoo)"
+        slug, robust = ZOO_MODEL, f"{ZOO_MODEL} (zoo)"
         models[robust] = zoo_model[0]
         results["robust_model"] = {"label": robust, "source": "zoo", **zoo_model[1]}
         _log(verbose, f"robust model: {ZOO_MODEL} from the zoo (card: qrobust zoo show {ZOO_MODEL})")
     else:
-        robust = "stq_jr"
+        slug = robust = "stq_jr"
         results["robust_model"] = {"label": robust, "source": "trained here", "recipe": "stq_jr"}
 
     def step(name: str, fn) -> Any:
@@ -256,7 +256,7 @@ def run_demo(data_dir: str | None = None, out: str = "demo_report", quick: bool 
                                                             queries=cfg.square_queries, seed=0))
         if ev is not None:
             results["evaluations"][label] = ev
-    tfl_path = os.path.join(out, f"{robust.split()[0]}_int8.tflite")
+    tfl_path = os.path.join(out, f"{slug}_int8.tflite")
     _log(verbose, f"exporting {robust} to an int8 TFLite file")
     info = step("int8 export", lambda: _export(models[robust], tfl_path, train[0][:500], x_test, y_test))
     if info is not None:
