@@ -41,6 +41,9 @@ from qrobust_keras.attacks.common import PredictFn, as_predict_fn  # noqa: E402
 from qrobust_keras.attacks.square import square  # noqa: E402
 from qrobust_keras.models.heads import logits_model  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from _goals import no_record_flag, record  # noqa: E402
+
 
 def _warm(predict, x, batch_size):
     """Trace the compiled forward for a full batch and for other batch sizes (the relaxed-shape trace)."""
@@ -143,7 +146,9 @@ def square_section(model, x, y, eps: float = 4 / 255, queries: int = 200, batch_
         f"{ours['queries']:,} |",
         f"| ART SquareAttack | {q_art:,.0f} | {art['forwards'] / art['seconds']:,.0f} | {100 * art['success']:.1f}% | "
         f"{art['seconds']:.1f} | {art['queries']:,} |",
-        f"ours vs bound: bound / ours = {bound / q_ours:.2f}x (goal <= 1.1x); ours vs ART: {q_ours / q_art:.2f}x "
+        f"ours vs bound: bound / ours = "
+        f"{record('square_bound_over_ours', bound / q_ours, f'int4 ResNet-8, {len(x)} images, {queries} queries')}; "
+        f"ours vs ART: {q_ours / q_art:.2f}x "
         f"queries/s at success {100 * ours['success']:.1f}% vs {100 * art['success']:.1f}%",
         f"ours: {100 * ours['model_seconds'] / ours['seconds']:.0f}% of the time inside model calls "
         f"({ours['calls']} calls, {ours['queries'] / ours['calls']:.0f} inputs per call on average; "
@@ -153,11 +158,8 @@ def square_section(model, x, y, eps: float = 4 / 255, queries: int = 200, batch_
 
 
 def _model(data: pathlib.Path, x_train, y_train, epochs: int):
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from _models import int4_resnet8  # the same int4 ResNet-8 as the attack-speed benchmark
-    finally:
-        sys.path.pop(0)
+    from _models import int4_resnet8  # the same int4 ResNet-8 as the attack-speed benchmark
+
     return int4_resnet8(data, x_train, y_train, epochs)
 
 
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1, help="QAT epochs before attacking")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(no_record_flag(argv))
     data = pathlib.Path(args.data)
     (x_train, y_train), (x_test, y_test) = qrk.data.load_cifar10(data / "cifar10", source="pickle", verbose=0)
     x_train = x_train.astype("float32") / 255.0

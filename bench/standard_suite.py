@@ -24,11 +24,14 @@ import argparse
 import json
 import os
 import pathlib
+import sys
 import time
 
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from _goals import no_record_flag, record  # noqa: E402
 
 
 def _models(data: pathlib.Path, trained: str | None):
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--skip-art", action="store_true", help="ours only")
     p.add_argument("--json", default=None, help="also write the rows here")
-    args = p.parse_args(argv)
+    args = p.parse_args(no_record_flag(argv))
     data = pathlib.Path(args.data)
     _, folder = find_cifar10(str(data / "cifar10"), source="pickle")
     x, y = read_pickle_batch(os.path.join(folder, "test_batch"))
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 art_acc = float(np.mean(ok & (predict_labels(model, x_adv, args.batch_size) == y)))
                 row.update(art=art_acc, art_seconds=t_art)
             rows.append(row)
+            if art_acc is not None:
+                context = f"{name}, {row['eps']}, {len(x)} images"
+                record("suite_points_above_art", 100 * (row["ours"] - art_acc), context)
+                record("suite_vs_art_speed", t_art / t_ours, context)
             diff = "-" if art_acc is None else f"{100 * (row['ours'] - art_acc):+.1f}"
             print(f"{name:<30}{row['eps']:>7}{100 * row['ours']:>7.1f}%"
                   f"{'-' if art_acc is None else f'{100 * art_acc:.1f}%':>8}{diff:>10}{t_ours:>9.1f}"

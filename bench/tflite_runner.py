@@ -25,6 +25,9 @@ import qrobust_keras as qrk
 from qrobust_keras.attacks.square import square
 from qrobust_keras.export import TFLiteModel, export_tflite
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _goals import no_record_flag, record  # noqa: E402
+
 
 def per_sample_fn(path, threads):
     from ai_edge_litert.interpreter import Interpreter
@@ -76,7 +79,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--attack-n", type=int, default=1017)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(no_record_flag(argv))
     data = pathlib.Path(args.data)
     x_cal, _ = qrk.data.read_pickle_batch(data / "cifar10" / "cifar-10-batches-py" / "data_batch_1")
     x_test, y_test = qrk.data.read_pickle_batch(data / "cifar10" / "cifar-10-batches-py" / "test_batch")
@@ -120,6 +123,8 @@ def main(argv=None):
     print(f"  raw batched invoke bound    {n / t_raw:10.0f}  ({1e6 * t_raw / n:6.1f} us/image)")
     print(f"  speed-up batched / loop: {t_loop / t_batched:.2f}x (goal >= 2)   "
           f"bound / batched: {t_batched / t_raw:.2f}x (goal <= 1.2)")
+    record("tflite_batched_vs_loop", t_loop / t_batched, f"MLCommons ResNet-8 int8, {args.threads} threads")
+    record("tflite_bound_vs_batched", t_batched / t_raw, f"MLCommons ResNet-8 int8, {args.threads} threads")
     # The ceiling of any batched runner: if the interpreter itself gains less than 2x from batching on this CPU,
     # the 2x goal cannot be met by the Python side.
     print(f"  ceiling: raw batched bound / per-sample loop = {t_loop / t_raw:.2f}x")
