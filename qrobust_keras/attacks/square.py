@@ -84,6 +84,7 @@ def square(
     seed: int = 0,
     verbose: int = 1,
     return_info: bool = False,
+    restarts: int = 1,
 ) -> np.ndarray | tuple[np.ndarray, AttackInfo]:
     """Square attack: random square-shaped updates at the boundary of the eps-ball, kept when the margin drops.
 
@@ -119,10 +120,14 @@ def square(
         seed: seed of the attack's own random generator; same seed and batch_size -> identical output.
         verbose: 1 shows a progress bar over samples, 0 is silent.
         return_info: also return an :class:`AttackInfo`.
+        restarts: runs in all; every run after the first attacks again, from a fresh initial perturbation and
+            random windows (generator seeded ``[seed, r]``), only the samples no earlier run fooled. ART's AutoAttack
+            runs Square with 5 restarts; Square's random search is where a second start helps most on models whose
+            gradients mislead (see docs/attacks.md).
 
     Returns:
-        ``x_adv`` (float32, same shape as ``x``), or ``(x_adv, info)`` with ``info.queries`` (per-sample queries used,
-        <= ``queries``) and ``info.success`` (per-sample, the model's own verdict on the returned ``x_adv``).
+        ``x_adv`` (float32, same shape as ``x``), or ``(x_adv, info)`` with ``info.queries`` (per-sample queries used
+        over all runs, <= ``restarts * queries``) and ``info.success`` (per-sample, the model's own verdict on the returned ``x_adv``).
 
     Raises:
         ValueError: bad eps, norm, clip range, x (NaN, outside the range, wrong rank), labels, queries, p_init,
@@ -144,20 +149,45 @@ def square(
     p_init = check_positive("p_init", p_init)
     if p_init > 1:
         raise ValueError(f"p_init must be in (0, 1]; got p_init={p_init!r}")
-
-    xs = x_in if x_in.ndim == 4 else x_in[..., None]
-    n, h, w, c = xs.shape
+    restarts = check_int("restarts", restarts)
     predict = scores_fn(model_or_predict_fn, batch_size)
-    loss = MarginLoss(labels, targeted)
-    rng = np.random.default_rng(seed)
 
     if eps == 0:  # nothing to search: score the clean inputs once
         scores = predict(x_in)
-        as_int_labels(labels, n, scores.shape[1], name="y")
+        as_int_labels(labels, len(x_in), scores.shape[1], name="y")
         if not return_info:
             return x_in.copy()
-        return x_in.copy(), AttackInfo(name="square", queries=np.ones(n, np.int64), success=loss.success(scores),
+        return x_in.copy(), AttackInfo(name="square", queries=np.ones(len(x_in), np.int64),
+                                       success=MarginLoss(labels, targeted).success(scores),
                                        notes=["eps=0: clean inputs scored once"])
+    run = dict(eps=eps, norm=norm, queries=queries, p_init=p_init, targeted=targeted, clip_min=clip_min,
+               clip_max=clip_max, batch_size=batch_size, verbose=verbose)
+    x_adv, used, success, loss = _square_run(predict, x_in, labels, np.random.default_rng(seed), **run)
+    for restart in range(1, restarts):
+        left = np.flatnonzero(~success)
+        if not left.size:
+            break
+        x_r, used_r, success_r, _ = _square_run(predict, x_in[left], labels[left],
+                                                np.random.default_rng([seed, restart]), **run)
+        used[left] += used_r
+        x_adv[left[success_r]] = x_r[success_r]
+        success[left] = success_r
+    if not return_info:
+        return x_adv
+    info = AttackInfo(name="square", queries=used, success=success, notes=[
+        f"Square {'L-inf' if norm == 'inf' else 'L2'} eps={eps:g}, {queries} queries per sample and run, "
+        f"p_init={p_init:g}" + (f", {restarts} restarts" if restarts > 1 else ""),
+        "black-box: forward queries only; margin loss on "
+        + ("log-probabilities" if loss.probabilities else "logits")])
+    return x_adv, info
+
+
+def _square_run(predict, x_in, labels, rng, *, eps, norm, queries, p_init, targeted, clip_min, clip_max,
+                batch_size, verbose):
+    """One Square run over all of ``x_in``: ``(x_adv, queries used, success, loss)``."""
+    xs = x_in if x_in.ndim == 4 else x_in[..., None]
+    n, h, w, c = xs.shape
+    loss = MarginLoss(labels, targeted)
 
     x_best = xs.copy()
     loss_best = np.full(n, np.inf)
@@ -225,15 +255,7 @@ def square(
             pool = [i for i in pool if i not in done]
             bar.update(len(done))
     bar.close()
-
-    x_adv = x_best if x_in.ndim == 4 else x_best[..., 0]
-    if not return_info:
-        return x_adv
-    info = AttackInfo(name="square", queries=used, success=success, notes=[
-        f"Square {'L-inf' if norm == 'inf' else 'L2'} eps={eps:g}, {queries} queries per sample, p_init={p_init:g}",
-        "black-box: forward queries only; margin loss on "
-        + ("log-probabilities" if loss.probabilities else "logits")])
-    return x_adv, info
+    return (x_best if x_in.ndim == 4 else x_best[..., 0]), used, success, loss
 
 
 def _box_ends(x: np.ndarray, eps: float, clip_min: float, clip_max: float) -> tuple[np.ndarray, np.ndarray]:

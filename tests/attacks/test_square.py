@@ -155,6 +155,25 @@ def test_queries_counted_within_budget_and_batches_full():
     assert last_full >= 10 and all(c >= 15 for c in calls[:last_full + 1]), calls
 
 
+def test_restarts_attack_only_the_survivors_and_keep_the_first_run():
+    """Run 1 is the single run unchanged; later runs (fresh seeds) only add breaks, and their queries are counted."""
+    predict = fx.numpy_linear_model(0)
+    x = np.random.default_rng(3).uniform(size=(60, 8, 8, 3)).astype(np.float32)
+    y = predict(x).argmax(1)
+    one, info1 = square(predict, x, y, eps=0.02, queries=40, seed=5, verbose=0, return_info=True)
+    three, info3 = square(predict, x, y, eps=0.02, queries=40, seed=5, restarts=3, verbose=0, return_info=True)
+    assert 0 < info1.success.sum() < len(x)  # some left for the restarts
+    np.testing.assert_array_equal(three[info1.success], one[info1.success])
+    np.testing.assert_array_equal(info3.queries[info1.success], info1.queries[info1.success])
+    assert np.all(info3.success >= info1.success) and info3.success.sum() > info1.success.sum()
+    np.testing.assert_array_equal(info3.success, predict(three).argmax(1) != y)
+    assert np.all(perturbation_norms(x, three, "inf") <= 0.02)
+    survivors = ~info1.success
+    assert np.all(info3.queries[survivors] > info1.queries[survivors]) and info3.queries.max() <= 3 * 40
+    np.testing.assert_array_equal(
+        square(predict, x, y, eps=0.02, queries=40, seed=5, restarts=3, verbose=0), three)  # reproducible
+
+
 def test_clean_mistakes_returned_unchanged():
     predict = fx.numpy_linear_model(4)
     rng = np.random.default_rng(4)
@@ -202,6 +221,7 @@ def test_pseudo_gaussian_window():
     (dict(norm="l1"), "norm"),
     (dict(batch_size=0), "batch_size"),
     (dict(seed=-1), "seed"),
+    (dict(restarts=0), "restarts"),
 ])
 def test_bad_arguments(kwargs, match):
     predict = fx.numpy_linear_model(0)
