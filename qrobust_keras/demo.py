@@ -152,6 +152,7 @@ def _robust_from_zoo(verbose: int) -> tuple[Any, dict] | None:
     """The zoo's robust ResNet-8 and what the report says about it; None (with the reason printed) when it cannot
     be loaded, so that the demo trains its own robust model instead."""
     from qrobust_keras import zoo
+    from qrobust_keras.zoo.cards import suite_status
 
     try:
         model, card = zoo.load(ZOO_MODEL), zoo.card(ZOO_MODEL)
@@ -160,7 +161,7 @@ def _robust_from_zoo(verbose: int) -> tuple[Any, dict] | None:
                       "stq_jr instead")
         return None
     return model, {"zoo": ZOO_MODEL, "clean_accuracy": card.get("clean_accuracy"),
-                   "robust_accuracy": card.get("robust_accuracy", {}), "suite": card.get("suite"),
+                   "robust_accuracy": card.get("robust_accuracy", {}), "suite": suite_status(card),
                    "eval_samples": card.get("eval_samples")}
 
 

@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "for .tflite)")
         p.add_argument("--suite", choices=("standard", "rand", "quick"), default=None,
                        help="a named evaluation instead of --attacks: standard (AutoAttack's standard version: "
-                            "APGD-CE, APGD-T, FAB-T, Square-5000 as a cascade; a model random at inference gets the "
+                            "APGD-CE, APGD-T, FAB-T, Square-5000 x5 as a cascade; a model random at inference gets the "
                             "rand version), rand, or quick (labelled 'quick (not standard)')")
         p.add_argument("--source-model", default=None, metavar="KERAS_MODEL",
                        help="for a .tflite MODEL: the Keras model it was exported from; white-box attacks transfer "

@@ -252,8 +252,13 @@ def _evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[flo
     reused = {} if reuse is None else _reusable_budgets(reuse, model, x, y, suite=suite, seed=seed, scale=scale,
                                                         clip=clip, verbose=verbose)
 
+    from qrobust_keras.evaluation.suite import suite_plan
+
+    # The suite's settings are part of the key: a budget cached under an earlier definition of the suite (the
+    # standard suite before Square's restarts) is evaluated again.
     key = {"model_sha256": model_sha256, "suite": suite, "seed": seed, "n": int(len(x)), "scale": scale,
-           "labels_sha256": hashlib.sha256(np.asarray(y).tobytes()).hexdigest()}
+           "labels_sha256": hashlib.sha256(np.asarray(y).tobytes()).hexdigest(),
+           "attack_kwargs": json.loads(json.dumps(suite_plan(suite, _n_classes(model)).attack_kwargs))}
     reports = []
     for e in eps:
         match = [r for b, r in reused.items() if abs(b - e) < 1e-9]
@@ -286,10 +291,12 @@ def _reusable_budgets(reuse: Any, model: Any, x: np.ndarray, y: np.ndarray, *, s
     is of the same weights (``model_fingerprint``), suite, seed, scale, clip and samples (the count, and each
     sample's clean result recomputed now); otherwise none."""
     from qrobust_keras.evaluation.shards import model_fingerprint
+    from qrobust_keras.evaluation.suite import settings_are_current
 
     st = reuse.settings
     clean = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1) == np.asarray(y).reshape(-1)
     checks = {"model": st.get("model_sha256") == model_fingerprint(model), "suite": st.get("suite") == suite,
+              "suite settings": settings_are_current(suite, st.get("attack_kwargs"), _n_classes(model)),
               "seed": st.get("seed") == seed, "scale": st.get("scale") == scale,
               "clip": (st.get("clip_min"), st.get("clip_max")) == tuple(clip),
               "samples": reuse.n == len(x) and list(reuse.clean_correct) == clean.tolist()}
@@ -299,6 +306,10 @@ def _reusable_budgets(reuse: Any, model: Any, x: np.ndarray, y: np.ndarray, *, s
             print(f"the earlier evaluation is not reused: its {', '.join(failed)} differ")
         return {}
     return {part.eps[0]: part for part in reuse.split()}
+
+
+def _n_classes(model: Any) -> int:
+    return int(model.output_shape[-1])
 
 
 def republish(name: str, eval_data: tuple[np.ndarray, np.ndarray], *, root: str = zoo.ZOO_DIR,

@@ -6,7 +6,7 @@ import pytest
 
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.evaluation import evaluate_robustness
-from qrobust_keras.evaluation.suite import suite_plan
+from qrobust_keras.evaluation.suite import settings_are_current, suite_plan
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,9 @@ def test_standard_plan_is_autoattack_standard():
     assert plan.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"] and plan.cascade
     assert plan.attack_kwargs["apgd-t"] == {"steps": 100, "n_target_classes": 9}
     assert plan.attack_kwargs["fab-t"] == {"steps": 100, "n_target_classes": 9}
+    # Square as ART's AutoAttack runs it (5 restarts), not the authors' single run: see the module docstring
+    assert plan.attack_kwargs["square"] == {"queries": 5000, "p_init": 0.8, "restarts": 5}
+    assert "x5 restarts" in plan.label
     assert suite_plan("rand").attack_kwargs["apgd-dlr"]["eot"] == 20
     assert "not standard" in suite_plan("quick").label
 
@@ -51,6 +54,11 @@ def test_standard_suite_is_reproducible_and_records_who_broke_what(setup):
     # the cascade's rows are cumulative and end at the worst case
     assert a.accuracy["square"][0] == a.robust_accuracy[0]
     assert "standard suite" in a.to_markdown()
+    # what the report recorded is this version's standard suite; the suite before Square's restarts is not
+    assert settings_are_current("standard", a.settings["attack_kwargs"])
+    earlier = {**a.settings["attack_kwargs"], "square": {"queries": 5000, "p_init": 0.8}}
+    assert not settings_are_current("standard", earlier)
+    assert not settings_are_current("quick", a.settings["attack_kwargs"])
 
 
 def test_overridden_settings_are_not_called_standard(setup):

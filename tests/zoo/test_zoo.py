@@ -14,6 +14,7 @@ import pytest
 import qrobust_keras as qrk
 from qrobust_keras import zoo
 from qrobust_keras.export import TFLiteModel
+from qrobust_keras.evaluation.suite import suite_plan
 from qrobust_keras.zoo import cards
 from qrobust_keras.zoo.publish import evaluate_targets, publish, publish_reference, republish
 from qrobust_keras.zoo.specs import REFERENCE_SPECS, SPECS
@@ -136,6 +137,10 @@ def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published,
         sorted(report.eps)
     assert _reusable_budgets(report, model, x, y, seed=1, **same) == {}
     assert "not reused: its seed differ" in capsys.readouterr().out
+    # an evaluation made under earlier settings of the suite is not reused either
+    report.settings["attack_kwargs"]["square"] = {"queries": 1}
+    assert _reusable_budgets(report, model, x, y, seed=report.settings["seed"], **same) == {}
+    assert "not reused: its suite settings differ" in capsys.readouterr().out
 
 
 def test_a_report_split_per_budget_concatenates_back(published, tmp_path):
@@ -198,6 +203,17 @@ def test_targets_are_read_from_the_card():
     text = cards.render_markdown({**card, "eval_samples": 1, "files": {}})
     assert "**Targets missed:** b (measured 44.0%)" in text and "**Targets not yet measured:** c" in text
     assert "| missed: b; not yet measured: c |" in cards.leaderboard_markdown([card], [])
+    # a card measured with earlier settings of its suite says so wherever its numbers are shown
+    assert cards.suite_status(card) == "standard"  # no recorded settings (older cards): shown as named
+    plan = suite_plan("standard", 10).attack_kwargs
+    card["suite_settings"] = {"attack_kwargs": plan}
+    assert cards.suite_status(card) == "standard"
+    card["suite_settings"] = {"attack_kwargs": {**plan, "square": {"queries": 5000, "p_init": 0.8}}}
+    assert cards.suite_status(card).startswith("standard (earlier settings: an upper bound")
+    text = cards.render_markdown({**card, "eval_samples": 1, "files": {}})
+    assert "**Measured with earlier settings of the standard suite**" in text
+    assert "| standard (earlier settings: an upper bound until republished) |" in \
+        cards.leaderboard_markdown([card], [])
 
 
 @pytest.mark.parametrize("name", zoo.list())
