@@ -34,11 +34,12 @@ sys.path.insert(0, str(REPO / "bench"))
 from _goals import no_record_flag, record  # noqa: E402
 
 
-def _models(data: pathlib.Path, trained: str | None):
+def _models(data: pathlib.Path, trained: str | None, reference: bool = True):
     from qrobust_keras.models import load_model
     from qrobust_keras.models.mlcommons import load_mlcommons
 
-    models = {"MLCommons ResNet-8 (float)": load_mlcommons("resnet8", data / "models" / "mlcommons")}
+    models = {"MLCommons ResNet-8 (float)": load_mlcommons("resnet8", data / "models" / "mlcommons")} if reference \
+        else {}
     if trained is None:
         from qrobust_keras import zoo
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eps", default="1,2,8", help="budgets in 1/255 (default 1,2,8)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--skip-art", action="store_true", help="ours only")
+    p.add_argument("--skip-reference", action="store_true", help="only the adversarially trained model")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(no_record_flag(argv))
     data = pathlib.Path(args.data)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y = x[:args.n].astype(np.float32) / 255.0, y[:args.n]
     rows = []
     print(f"{'model':<30}{'eps':>7}{'ours':>8}{'ART AA':>8}{'ours-ART':>10}{'ours s':>9}{'ART s':>9}{'speedup':>9}")
-    for name, model in _models(data, args.model).items():
+    for name, model in _models(data, args.model, reference=not args.skip_reference).items():
         for k in [float(v) for v in args.eps.split(",")]:
             eps = k / 255
             start = time.perf_counter()
