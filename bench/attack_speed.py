@@ -241,7 +241,6 @@ def main(argv=None) -> int:
                       clip=(float(xs.min()), float(xs.max())))
     model = models["int4 ResNet-8 (QKeras)"]
     if not args.skip_square:
-        sys.path.insert(0, str(REPO / "bench"))
         from square_speed import square_section  # noqa: E402  (written with the black-box attacks)
 
         print("\n## Square attack (int4 ResNet-8)")

@@ -111,12 +111,14 @@ def settings_are_current(suite: str, attack_kwargs: Mapping[str, Mapping[str, An
                          n_classes: int = 10) -> bool:
     """Whether ``attack_kwargs`` recorded with an evaluation (``report.settings["attack_kwargs"]``) are this
     version's settings of ``suite``: an evaluation made with an earlier definition (e.g. the standard suite before
-    Square ran 5 restarts) must not be reused or shown as today's suite."""
+    Square ran 5 restarts) must not be reused or shown as today's suite. ``suite="standard"`` on a model random at
+    inference runs the rand version, whose settings are then the current ones."""
     if suite not in SUITES:
         return False
-    plan = suite_plan(suite, n_classes)
-    recorded = {name: dict(v) for name, v in (attack_kwargs or {}).items() if v}
-    return recorded == {name: v for name, v in plan.attack_kwargs.items() if v}  # reports omit empty settings
+    names = (suite, "rand") if suite == "standard" else (suite,)
+    recorded = {name: dict(v) for name, v in (attack_kwargs or {}).items() if v}  # reports omit empty settings
+    return any(recorded == {k: v for k, v in suite_plan(name, n_classes).attack_kwargs.items() if v}
+               for name in names)
 
 
 def custom_label(attacks: Sequence[str]) -> str:
