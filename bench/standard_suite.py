@@ -4,24 +4,33 @@ For each model (the MLCommons Tiny ResNet-8 float reference and an adversarially
 project) and each L-inf budget, runs
 
 - ours: ``evaluate_robustness(model, x, y, eps=[eps], suite="standard")`` (APGD-CE, APGD-T 9 x 100, FAB-T 9 x 100,
-  Square 5,000, as a cascade; AutoAttack's standard version, Croce & Hein 2020);
+  Square 5,000 with 5 restarts, as a cascade; AutoAttack's standard version, Croce & Hein 2020);
 - ART 1.20 ``AutoAttack`` with its default attack list (APGD-CE and APGD-DLR with 5 random starts each, DeepFool,
-  Square 5,000) on a ``TensorFlowV2Classifier`` of the same logits,
+  Square 5,000 with 5 restarts) on a ``TensorFlowV2Classifier`` of the same logits,
 
 and prints robust accuracy of each (ART's adversarial examples re-scored by our model's inference pass), the
-difference (goal: ours at most 0.5 point above ART's) and the wall-time ratio (goal: ours >= 3x faster).
+difference (goal: ours at most 0.5 point above ART's), how many points each breaks that the other leaves standing,
+and the wall-time ratio (goal: ours >= 3x faster).
 
-The machine is often shared: ratios taken in the same run are what to compare; repeat runs differ by 10-30%.
+The work is cut into chunks of ``--batch-size`` consecutive images (our suite's seed blocks, so the chunks of ours
+together are, sample by sample, the unsharded evaluation); each chunk runs ours and then ART on the same images, and
+its per-sample results and seconds are written to ``--cache`` at once. A killed run started again with the same
+command skips what the cache holds, so the hours ART needs on 1,017 images can be spread over several runs. A
+budget's row is printed, and its goals recorded, once every chunk of both libraries is measured.
+
+The machine is often shared: ratios taken chunk by chunk, side by side, are what to compare; repeat runs differ by
+10-30%.
 
 Usage:
     .venv/bin/python bench/standard_suite.py [--data ../shared/data] [--model runs/resnet8_int4_at2/model.h5]
-        [--n 1017] [--eps 1,2,8] [--skip-art]
+        [--n 1017] [--eps 1,2,8] [--skip-art] [--skip-reference] [--cache runs/bench_standard_suite.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
@@ -68,52 +77,111 @@ def _art_autoattack(model, x: np.ndarray, y: np.ndarray, eps: float, batch_size:
     return x_adv, time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> int:
+def _load_cache(path: str) -> dict:
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def _save_cache(path: str, cache: dict) -> None:
+    from qrobust_keras._files import atomic_write
+
+    if path:
+        atomic_write(path, json.dumps(cache, indent=0))
+
+
+def _chunk(model, name: str, x: np.ndarray, y: np.ndarray, eps: float, k: int, count: int, block: int,
+           skip_art: bool, cache: dict, cache_path: str) -> None:
+    """Measure chunk ``k`` of ``count`` (ours, then ART) unless the cache holds it; save each result at once."""
     from qrobust_keras.attacks.gradients import predict_labels
-    from qrobust_keras.data import find_cifar10, read_pickle_batch
     from qrobust_keras.evaluation import evaluate_robustness
+    from qrobust_keras.evaluation.suite import suite_plan
+
+    start, stop = k * block, min(len(x), (k + 1) * block)
+    key = f"{name}|{eps * 255:g}/255|{start}:{stop}"
+    entry = cache.setdefault(key, {})
+    settings = json.loads(json.dumps(suite_plan("standard").attack_kwargs, default=str))
+    if entry.get("ours", {}).get("settings") != settings:
+        t0 = time.perf_counter()
+        report = evaluate_robustness(model, x, y, eps=[eps], suite="standard", verbose=0, batch_size=block,
+                                     shard=(k, count))
+        entry["ours"] = {"robust": [bool(v) for v in report.robust[0]], "seconds": time.perf_counter() - t0,
+                         "broken_first": {a: c[0] for a, c in report.broken_counts().items()},
+                         "settings": settings, "load1": os.getloadavg()[0]}
+        _save_cache(cache_path, cache)
+    if not skip_art and "art" not in entry:
+        xs, ys = x[start:stop], y[start:stop]
+        x_adv, seconds = _art_autoattack(model, xs, ys, eps, block)
+        ok = (predict_labels(model, xs, block) == ys) & (predict_labels(model, x_adv, block) == ys)
+        entry["art"] = {"robust": [bool(v) for v in ok], "seconds": seconds, "load1": os.getloadavg()[0]}
+        _save_cache(cache_path, cache)
+
+
+def _row(name: str, eps_label: str, entries: list[dict]) -> dict:
+    ours = np.concatenate([e["ours"]["robust"] for e in entries])
+    row = {"model": name, "eps": eps_label, "n": len(ours), "ours": float(ours.mean()),
+           "ours_seconds": sum(e["ours"]["seconds"] for e in entries)}
+    if all("art" in e for e in entries):
+        art = np.concatenate([e["art"]["robust"] for e in entries])
+        row.update(art=float(art.mean()), art_seconds=sum(e["art"]["seconds"] for e in entries),
+                   only_art_breaks=int(np.sum(ours & ~art)), only_ours_breaks=int(np.sum(art & ~ours)))
+    return row
+
+
+def _format_row(row: dict) -> str:
+    art = row.get("art")
+    cells = [f"{row['model']:<30}", f"{row['eps']:>7}", f"{100 * row['ours']:>7.1f}%"]
+    if art is None:
+        cells += [f"{'-':>8}", f"{'-':>10}", f"{'-':>10}", f"{'-':>10}", f"{row['ours_seconds']:>9.1f}",
+                  f"{'-':>9}", f"{'-':>9}"]
+    else:
+        speedup = row["art_seconds"] / row["ours_seconds"]
+        cells += [f"{100 * art:>7.1f}%", f"{100 * (row['ours'] - art):>+10.1f}", f"{row['only_art_breaks']:>10}",
+                  f"{row['only_ours_breaks']:>10}", f"{row['ours_seconds']:>9.1f}", f"{row['art_seconds']:>9.1f}",
+                  f"{speedup:>8.1f}x"]
+    return "".join(cells)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qrobust_keras.data import find_cifar10, read_pickle_batch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--model", default=None, help="adversarially trained model (default: the zoo's resnet8_int4_at2)")
     p.add_argument("--n", type=int, default=1017, help="exact test images (default all 1,017)")
     p.add_argument("--eps", default="1,2,8", help="budgets in 1/255 (default 1,2,8)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="batch size and chunk size (default 256)")
     p.add_argument("--skip-art", action="store_true", help="ours only")
     p.add_argument("--skip-reference", action="store_true", help="only the adversarially trained model")
-    p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--cache", default=str(REPO / "runs" / "bench_standard_suite.json"),
+                   help="per-chunk results, written as they are measured and reused by a rerun ('' for none)")
+    p.add_argument("--json", default=None, help="also write the finished rows here")
     args = p.parse_args(no_record_flag(argv))
     data = pathlib.Path(args.data)
     _, folder = find_cifar10(str(data / "cifar10"), source="pickle")
     x, y = read_pickle_batch(os.path.join(folder, "test_batch"))
     x, y = x[:args.n].astype(np.float32) / 255.0, y[:args.n]
+    block = args.batch_size
+    count = math.ceil(len(x) / block)
+    cache = _load_cache(args.cache)
     rows = []
-    print(f"{'model':<30}{'eps':>7}{'ours':>8}{'ART AA':>8}{'ours-ART':>10}{'ours s':>9}{'ART s':>9}{'speedup':>9}")
+    print(f"{'model':<30}{'eps':>7}{'ours':>8}{'ART AA':>8}{'ours-ART':>10}{'only ART':>10}{'only ours':>10}"
+          f"{'ours s':>9}{'ART s':>9}{'speedup':>9}")
     for name, model in _models(data, args.model, reference=not args.skip_reference).items():
-        for k in [float(v) for v in args.eps.split(",")]:
-            eps = k / 255
-            start = time.perf_counter()
-            ours = evaluate_robustness(model, x, y, eps=[eps], suite="standard", verbose=0,
-                                       batch_size=args.batch_size)
-            t_ours = time.perf_counter() - start
-            row = {"model": name, "eps": f"{k:g}/255", "n": len(x), "ours": ours.robust_accuracy[0],
-                   "ours_seconds": t_ours, "ours_broken_first": {a: c[0] for a, c in ours.broken_counts().items()}}
-            art_acc = t_art = None
-            if not args.skip_art:
-                x_adv, t_art = _art_autoattack(model, x, y, eps, args.batch_size)
-                ok = predict_labels(model, x, args.batch_size) == y
-                art_acc = float(np.mean(ok & (predict_labels(model, x_adv, args.batch_size) == y)))
-                row.update(art=art_acc, art_seconds=t_art)
+        for k_eps in [float(v) for v in args.eps.split(",")]:
+            eps, label = k_eps / 255, f"{k_eps:g}/255"
+            for k in range(count):
+                _chunk(model, name, x, y, eps, k, count, block, args.skip_art, cache, args.cache)
+            row = _row(name, label, [cache[f"{name}|{label}|{k * block}:{min(len(x), (k + 1) * block)}"]
+                                     for k in range(count)])
             rows.append(row)
-            if art_acc is not None:
-                context = f"{name}, {row['eps']}, {len(x)} images"
-                record("suite_points_above_art", 100 * (row["ours"] - art_acc), context)
-                record("suite_vs_art_speed", t_art / t_ours, context)
-            diff = "-" if art_acc is None else f"{100 * (row['ours'] - art_acc):+.1f}"
-            print(f"{name:<30}{row['eps']:>7}{100 * row['ours']:>7.1f}%"
-                  f"{'-' if art_acc is None else f'{100 * art_acc:.1f}%':>8}{diff:>10}{t_ours:>9.1f}"
-                  f"{'-' if t_art is None else f'{t_art:.1f}':>9}{'-' if t_art is None else f'{t_art / t_ours:.1f}x':>9}",
-                  flush=True)
+            art = row.get("art")
+            if art is not None:
+                context = f"{name}, {label}, {len(x)} images"
+                record("suite_points_above_art", 100 * (row["ours"] - art), context)
+                record("suite_vs_art_speed", row["art_seconds"] / row["ours_seconds"], context)
+            print(_format_row(row), flush=True)
     if args.json:
         from qrobust_keras._files import atomic_write
 
