@@ -23,11 +23,11 @@ import numpy as np
 
 from qrobust_keras._checks import check_int
 from qrobust_keras._keras import keras, tf
-from qrobust_keras._replicas import replica_rows_of_draw
+from qrobust_keras._replicas import global_rows, replica_rows_of_draw
 from qrobust_keras.models.heads import batchnorm_statistics_frozen, logits_model
 from qrobust_keras.training.step import TrainStepHook
 
-__all__ = ["AdversarialTraining", "craft_adversarial", "batchnorm_statistics_frozen"]
+__all__ = ["AdversarialTraining", "attacked_rows", "craft_adversarial", "batchnorm_statistics_frozen"]
 
 _ATTACKS = ("pgd", "fgsm")
 _CRAFT_MODES = ("inference", "training")
@@ -104,6 +104,23 @@ def check_attack_arguments(eps, steps, step_size, clip_min, clip_max, seed, craf
     return int(steps), float(step_size)
 
 
+def attacked_rows(local_n, ratio: float):
+    """Indices, in this replica's part of the batch, of the rows adversarial training attacks.
+
+    Row ``i`` of the global batch is attacked when ``floor((i + 1) ratio) > floor(i ratio)``: a fraction ``ratio`` of
+    the rows, spread evenly (every second row at 0.5, rows 4, 9, 14, ... at 0.2). The rule looks only at a row's
+    place in the global batch (:func:`~qrobust_keras._replicas.global_rows`), so replicas of a ``tf.distribute``
+    strategy, each with its own share, together attack exactly the rows one process attacks, and each replica
+    attacks about ``ratio`` of its share (a first-rows rule would leave some replicas nothing to attack).
+    """
+    offset, _ = global_rows(local_n)
+    i = tf.cast(tf.range(offset, offset + tf.cast(local_n, tf.int32)), tf.float64)
+    ratio = tf.constant(float(ratio), tf.float64)
+    # the margin keeps products like 10 * 0.3 = 3.0000000000000004 on the side their exact value is on
+    picked = tf.floor((i + 1.0) * ratio + 1e-9) > tf.floor(i * ratio + 1e-9)
+    return tf.cast(tf.where(picked)[:, 0], tf.int32)
+
+
 def attack_key(seed: int | None, salt: int):
     """The stateless base key of an in-training attack: ``[seed, salt]`` (seed drawn from numpy when None)."""
     seed = seed if seed is not None else int(np.random.randint(0, 2**31 - 1))
@@ -120,9 +137,9 @@ def step_key(key, step, replica_id):
 class AdversarialTraining(TrainStepHook):
     """Keras callback: train on batches where a fraction ``ratio`` of the samples is replaced by adversarial ones.
 
-    Each step, the first ``round(ratio * batch)`` samples of the (per-replica) batch are attacked in-graph with an
-    L-inf attack on the cross-entropy of the logits (taken before the softmax; gradients through QKeras quantizers
-    are the straight-through surrogate); the model then takes its usual training step on the mixed batch with its
+    Each step, the rows :func:`attacked_rows` picks (a fraction ``ratio`` spread evenly over the global batch) are
+    attacked in-graph with an L-inf attack on the cross-entropy of the logits (taken before the softmax; gradients
+    through QKeras quantizers are the straight-through surrogate); the model then takes its usual training step on the mixed batch with its
     compiled loss, ``sample_weight`` and ``class_weight`` (labels and weights stay with their samples). Mixing clean and
     adversarial examples in one batch follows Kurakin, Goodfellow, Bengio 2017 (arXiv 1611.01236); ``ratio=1`` is
     Madry et al.'s pure adversarial training (arXiv 1706.06083).
@@ -232,23 +249,22 @@ class AdversarialTraining(TrainStepHook):
         model = self.model
         key = step_key(self._key, model.optimizer.iterations, 0)
         batch = tf.shape(x)[0]
-        k = tf.cast(tf.round(self.ratio * tf.cast(batch, tf.float32)), tf.int32)
+        rows = attacked_rows(batch, self.ratio)
         training = self.craft_mode == "training"
         frozen = batchnorm_statistics_frozen(model) if training else contextlib.nullcontext()
         eps = tf.cast(self.eps, x.dtype)
-        x_part = x[:k]
+        x_part, y_part = tf.gather(x, rows), tf.gather(y, rows)
         if self.random_start:
-            # this replica's rows of the draw one process makes for the global batch: with ratio=1 the steps equal
-            # one process's under a tf.distribute strategy; with ratio < 1 each replica attacks the first rows of
-            # its own share (every replica attacks as many rows, which BatchNorm synchronised over replicas needs)
-            delta = replica_rows_of_draw(
+            # this replica's rows of the draw one process makes for the global batch, so that under a tf.distribute
+            # strategy every attacked sample starts where it starts in one process
+            delta = tf.gather(replica_rows_of_draw(
                 lambda shape: tf.random.stateless_uniform(shape, seed=key, minval=-eps, maxval=eps, dtype=x.dtype),
-                tf.shape(x))[:k]
+                tf.shape(x)), rows)
             start = tf.clip_by_value(x_part + delta, self.clip_min, self.clip_max)
         else:
             start = x_part
         with frozen:
             x_adv = signed_gradient_ascent(
-                lambda t: _attack_loss(self._logits(t, training=training), y[:k]), x_part, start, eps, self.steps,
+                lambda t: _attack_loss(self._logits(t, training=training), y_part), x_part, start, eps, self.steps,
                 tf.cast(self.step_size, x.dtype), self.clip_min, self.clip_max)
-        return tf.concat([x_adv, x[k:]], axis=0), y, sample_weight
+        return tf.tensor_scatter_nd_update(x, rows[:, None], x_adv), y, sample_weight

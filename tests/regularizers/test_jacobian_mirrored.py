@@ -2,8 +2,8 @@
 on two logical CPU devices: the same updates as one device on the same global batch.
 
 Logical devices must be configured before TensorFlow initializes its devices, so the comparison runs in a fresh
-Python process. Deterministic settings (exact Jacobian n_proj=-1, PGD without random start and ratio=1, no
-BatchNorm) make the two-replica run comparable step by step with the single-device run.
+Python process. Deterministic settings (exact Jacobian n_proj=-1, random draws taken as each replica's rows of one
+global draw, no BatchNorm) make the two-replica run comparable step by step with the single-device run.
 """
 
 import json
@@ -46,6 +46,10 @@ SCRIPT = textwrap.dedent(
                                                      fd_step=1e-2)],
         # random starts: each replica draws its rows of the global draw
         "at_random": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=1.0, seed=3)],
+        # ratio < 1: the attacked rows are spread over the global batch, so the replicas attack one process's rows
+        # (at 0.2 the two replicas of a 16-row batch attack 1 and 2 rows)
+        "at_half": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=0.5, seed=3)],
+        "at_fifth": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=0.2, seed=3)],
         "trades": lambda: [qrk.TRADES(eps=0.1, beta=1.0, steps=2, seed=3)],
     }
 
@@ -71,7 +75,7 @@ def test_mirrored_two_logical_cpus_matches_single_device():
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     out = json.loads(lines[-1][len("RESULT"):])
     assert out["replicas"] == 2
-    for case in ("jr_exact", "jr_exact+at", "at_random", "trades"):
+    for case in ("jr_exact", "jr_exact+at", "at_random", "at_half", "at_fifth", "trades"):
         (w1, h1), (w2, h2) = out[case]["single"], out[case]["mirrored"]
         for a, b in zip(w1, w2):
             np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg=case)

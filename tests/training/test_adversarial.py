@@ -53,19 +53,20 @@ def _transform(model, cb, x, y):
         cb.on_train_end()
 
 
-def test_transform_replaces_the_first_ratio_of_the_batch_within_eps():
+def test_transform_replaces_a_ratio_of_the_batch_spread_evenly_within_eps():
     model = mlp()
     x, y = _data(16)
     eps = 0.05
     x_mix = _transform(model, AdversarialTraining("pgd", eps=eps, steps=3, ratio=0.25, seed=0), x, y)
     assert "train_step" not in vars(model)
-    k = 4
-    np.testing.assert_array_equal(x_mix[k:], x[k:])
-    delta = np.abs(x_mix[:k] - x[:k])
+    rows = np.array([3, 7, 11, 15])  # every fourth row
+    rest = np.setdiff1d(np.arange(16), rows)
+    np.testing.assert_array_equal(x_mix[rest], x[rest])
+    delta = np.abs(x_mix[rows] - x[rows])
     assert delta.max() <= eps + 1e-6 and (delta.max(axis=1) > 0.9 * eps).all()
     assert x_mix.min() >= 0 and x_mix.max() <= 1
     ce = keras.losses.SparseCategoricalCrossentropy(reduction="none")
-    assert (ce(y[:k], model(x_mix[:k])).numpy() > ce(y[:k], model(x[:k])).numpy()).all()
+    assert (ce(y[rows], model(x_mix[rows])).numpy() > ce(y[rows], model(x[rows])).numpy()).all()
     # One-hot labels (categorical_crossentropy models) craft the same examples.
     onehot = mlp(loss="categorical_crossentropy")
     x_oh = _transform(onehot, AdversarialTraining("pgd", eps=eps, steps=3, ratio=0.25, seed=0), x,
@@ -184,3 +185,11 @@ def test_bad_arguments_give_clear_errors():
     cb = AdversarialTraining("pgd", eps=0.1, steps=4)
     assert cb.step_size == pytest.approx(2.5 * 0.1 / 4)
     assert AdversarialTraining.from_config(cb.get_config()).get_config() == cb.get_config()
+
+
+@pytest.mark.parametrize("ratio, n, expected", [
+    (0.5, 8, [1, 3, 5, 7]), (1.0, 4, [0, 1, 2, 3]), (0.2, 15, [4, 9, 14]), (0.3, 10, [3, 6, 9]), (0.0, 5, [])])
+def test_attacked_rows_spread_a_fraction_ratio_evenly(ratio, n, expected):
+    from qrobust_keras.training.adversarial import attacked_rows
+
+    assert attacked_rows(n, ratio).numpy().tolist() == expected
