@@ -19,17 +19,8 @@ import argparse
 import numpy as np
 
 import qrobust_keras as qrk
-from qrobust_keras._keras import keras
 from qrobust_keras.attacks.square import square
 from qrobust_keras.recipes import RECIPES, fit_recipe, get_recipe
-
-
-def waveform_model(feature_model: keras.Model) -> keras.Model:
-    """The feature model behind the MFCC front end; the waveform is folded to (125, 128) so image attacks such as
-    Square (which draws square windows) apply; every sample stays one waveform sample."""
-    wave_in = keras.Input((125, 128), name="waveform")
-    wave = keras.layers.Reshape((16000,))(wave_in)
-    return keras.Model(wave_in, feature_model(qrk.data.MFCC()(wave)), name="waveform_" + feature_model.name)
 
 
 def robust_accuracy(model, x, y, eps, clip, steps, queries):
@@ -93,7 +84,7 @@ def main(argv=None) -> int:
         models["MLCommons reference"] = qrk.models.load_mlcommons("ds_cnn", args.mlcommons_dir)
     for name, m in models.items():
         clean = np.mean(m.predict(x_f, verbose=0).argmax(1) == y)
-        wm = waveform_model(m)
+        wm = qrk.data.waveform_model(m)
         clean_w = np.mean(wm.predict(x_w, verbose=0).argmax(1) == y)
         print(f"{name}: clean {100 * clean:.1f}% (waveform path {100 * clean_w:.1f}%) on {len(y)} test clips")
         for eps in args.eps_mfcc:

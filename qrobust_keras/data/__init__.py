@@ -20,7 +20,7 @@ from qrobust_keras.data.cifar10 import download_cifar10, find_cifar10, keras_cac
 from qrobust_keras.data.datasets import DATASETS, DataSpec, load_dataset
 from qrobust_keras.data.errors import CorruptDataError, DataNotFoundError, UnsafePickleError, WavFormatError
 from qrobust_keras.data.image_folder import list_image_folder, load_image_folder
-from qrobust_keras.data.mfcc import MFCC, MFCCConfig, librosa_mfcc, mfcc
+from qrobust_keras.data.mfcc import MFCC, WAVEFORM_FOLD, MFCCConfig, librosa_mfcc, mfcc, waveform_model
 from qrobust_keras.data.safe_pickle import safe_load
 from qrobust_keras.data.speech_commands import LABELS as SPEECH_COMMANDS_LABELS
 from qrobust_keras.data.speech_commands import (
@@ -37,7 +37,7 @@ __all__ = [
     "load_svhn", "read_svhn_mat",
     "load_speech_commands", "list_clips", "SPEECH_COMMANDS_LABELS", "speaker_id", "which_set",
     "speaker_disjoint_split", "load_background_noise", "add_background_noise",
-    "mfcc", "librosa_mfcc", "MFCC", "MFCCConfig",
+    "mfcc", "librosa_mfcc", "MFCC", "MFCCConfig", "waveform_model", "WAVEFORM_FOLD",
     "read_wav", "load_clip", "fit_length", "resample",
     "safe_load", "DataNotFoundError", "CorruptDataError", "UnsafePickleError", "WavFormatError",
 ]

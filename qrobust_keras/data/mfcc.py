@@ -32,7 +32,7 @@ import numpy as np
 from qrobust_keras._checks import WAVEFORM_RANGE, check_input_batch
 from qrobust_keras._keras import keras, tf
 
-__all__ = ["MFCCConfig", "mfcc", "librosa_mfcc", "MFCC", "NORMALIZATIONS"]
+__all__ = ["MFCCConfig", "mfcc", "librosa_mfcc", "MFCC", "NORMALIZATIONS", "waveform_model", "WAVEFORM_FOLD"]
 
 NORMALIZATIONS = ("max", "max_abs", None)
 
@@ -292,3 +292,28 @@ class MFCC(keras.layers.Layer):
         config = super().get_config()
         config.update(asdict(self.config))
         return config
+
+
+WAVEFORM_FOLD = (125, 128)  # 125 x 128 = 16,000 samples: one second at 16 kHz
+
+
+def waveform_model(feature_model: keras.Model, **mfcc_kwargs) -> keras.Model:
+    """``feature_model`` (MFCC in, scores out) behind the :class:`MFCC` front end, taking the 1 s waveform folded to
+    ``(125, 128)`` (row ``r`` holds samples ``128 r .. 128 r + 127``).
+
+    Folded, the waveform has the layout of a one-channel image, so every attack applies to it unchanged (Square's
+    square windows then cover runs of consecutive samples in neighbouring rows); each input value is still one
+    waveform sample, so an L-inf budget is in waveform units (full scale 1). Unfold with ``x.reshape(-1, 16000)``.
+
+    Args:
+        feature_model: a Keras model on ``(49, 10, 1)`` MFCCs, e.g. a zoo or MLCommons DS-CNN.
+        mfcc_kwargs: :class:`MFCC` settings (the MLCommons front end by default).
+
+    Example:
+        >>> from qrobust_keras.models import ds_cnn
+        >>> waveform_model(ds_cnn()).input_shape
+        (None, 125, 128)
+    """
+    wave_in = keras.Input(WAVEFORM_FOLD, name="waveform")
+    wave = keras.layers.Reshape((WAVEFORM_FOLD[0] * WAVEFORM_FOLD[1],))(wave_in)
+    return keras.Model(wave_in, feature_model(MFCC(**mfcc_kwargs)(wave)), name="waveform_" + feature_model.name)

@@ -39,7 +39,7 @@ import numpy as np
 from qrobust_keras import zoo
 from qrobust_keras._files import atomic_folder, atomic_write
 from qrobust_keras.zoo import cards
-from qrobust_keras.zoo.specs import _CIFAR_EVAL, REFERENCE_SPECS, SPECS
+from qrobust_keras.zoo.specs import REFERENCE_SPECS, SPECS
 
 __all__ = ["publish", "republish", "publish_reference", "dataset_sha256", "evaluate_targets", "SPECS",
            "REFERENCE_SPECS", "main"]
@@ -110,7 +110,8 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             seed: int = 0, root: str = zoo.ZOO_DIR, overwrite: bool = False, verbose: int = 1,
             cache: str | None = None, pending_eps: Sequence[float] = (),
             training: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
-            reuse: Any = None) -> dict[str, Any]:
+            reuse: Any = None, waveform_data: tuple[np.ndarray, np.ndarray] | None = None,
+            waveform_eps: Sequence[float] = (), pending_waveform_eps: Sequence[float] = ()) -> dict[str, Any]:
     """Build the zoo entry ``root/NAME`` from ``model_file`` and return its card (also written as ``card.json``).
 
     Args:
@@ -139,6 +140,11 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
         reuse: a :class:`~qrobust_keras.evaluation.RobustnessReport` of this model whose budgets are taken instead
             of evaluated again, when its model fingerprint, suite, seed, scale, clip and per-sample clean results
             all match (otherwise it is ignored, with a line saying why).
+        waveform_data: audio models: ``(x, y)``, the same samples as waveforms folded to ``(125, 128)``; the model
+            behind the differentiable MFCC front end (:func:`~qrobust_keras.data.waveform_model`) is evaluated on
+            them at ``waveform_eps`` (full scale 1, clip [-1, 1]), into ``evaluation_waveform.json``. The card's
+            budget labels then say which input they perturb: ``"MFCC 0.25"``, ``"waveform 0.0005"``.
+        waveform_eps: the waveform budgets; pending_waveform_eps: those not evaluated by this publish.
 
     Raises:
         ValueError: a bad name, or an existing entry without ``overwrite``.
@@ -154,18 +160,24 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
                             representative_data=representative_data, suite=suite, scale=scale, run_dir=run_dir,
                             train_data=train_data, eval_set=eval_set, purpose=purpose,
                             input_description=input_description, targets=targets, commands=commands, seed=seed,
-                            verbose=verbose, cache=cache, pending_eps=pending_eps, training=training, reuse=reuse)
+                            verbose=verbose, cache=cache, pending_eps=pending_eps, training=training, reuse=reuse,
+                            waveform_data=waveform_data, waveform_eps=waveform_eps,
+                            pending_waveform_eps=pending_waveform_eps)
 
 
 def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray], *, dataset: str,
                  eps: Sequence[float], representative_data: np.ndarray, suite: str, scale: str, run_dir: str | None,
                  train_data: str | None, eval_set: str, purpose: str, input_description: str,
                  targets: Sequence[dict[str, Any]], commands: Sequence[str], seed: int, verbose: int,
-                 cache: str | None, pending_eps: Sequence[float], training: Any, reuse: Any) -> dict[str, Any]:
+                 cache: str | None, pending_eps: Sequence[float], training: Any, reuse: Any,
+                 waveform_data: tuple[np.ndarray, np.ndarray] | None, waveform_eps: Sequence[float],
+                 pending_waveform_eps: Sequence[float]) -> dict[str, Any]:
     """The files and card of a zoo entry, written into the folder ``entry`` (see :func:`publish`)."""
     from qrobust_keras import __version__
     from qrobust_keras._keras import qkeras, tf
+    from qrobust_keras.data import waveform_model
     from qrobust_keras.evaluation import format_eps
+    from qrobust_keras.zoo.budgets import evaluate_per_budget
     from qrobust_keras.export import compare_runtimes, export_files
     from qrobust_keras.models.io import load_model
     from qrobust_keras.recipes.run import save_model_atomic
@@ -178,13 +190,25 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
                                     fidelity_data=(x, y))
     runtimes = compare_runtimes(tflite, x, y, runtimes=("litert", "litert-reference"))
     lo, hi = (0.0, 1.0) if scale == "image" else (float(np.min(x)), float(np.max(x)))
-    report = _evaluate_per_budget(model, x, y, list(eps), suite=suite, seed=seed, scale=scale, clip=(lo, hi),
-                                  name=name, cache=cache or (None if run_dir is None else os.path.join(run_dir,
-                                                                                                       "zoo_eval")),
-                                  model_sha256=zoo.sha256_file(os.path.join(entry, zoo.MODEL_FILE)), verbose=verbose,
-                                  reuse=reuse)
+    cache = cache or (None if run_dir is None else os.path.join(run_dir, "zoo_eval"))
+    model_sha256 = zoo.sha256_file(os.path.join(entry, zoo.MODEL_FILE))
+    report = evaluate_per_budget(model, x, y, list(eps), suite=suite, seed=seed, scale=scale, clip=(lo, hi),
+                                 name=name, cache=cache, model_sha256=model_sha256, verbose=verbose, reuse=reuse)
     report.to_json(os.path.join(entry, "evaluation.json"))
     labels = report.settings["eps_labels"]
+    robust, per_attack = dict(zip(labels, report.robust_accuracy)), {a: dict(zip(labels, acc))
+                                                                      for a, acc in report.accuracy.items()}
+    if waveform_data is not None:
+        # one model file, two inputs: the budgets say which one they perturb
+        wave = evaluate_per_budget(waveform_model(model), *waveform_data, list(waveform_eps), suite=suite, seed=seed,
+                                   scale="audio", clip=(-1.0, 1.0), name=f"{name} (waveform)", cache=cache,
+                                   model_sha256=model_sha256, verbose=verbose, inputs="waveform")
+        wave.to_json(os.path.join(entry, "evaluation_waveform.json"))
+        wave_labels = [f"waveform {b}" for b in wave.settings["eps_labels"]]
+        robust = {**{f"MFCC {b}": v for b, v in robust.items()}, **dict(zip(wave_labels, wave.robust_accuracy))}
+        per_attack = {a: {**{f"MFCC {b}": v for b, v in row.items()},
+                          **dict(zip(wave_labels, wave.accuracy.get(a, [None] * len(wave_labels))))}
+                      for a, row in per_attack.items()}
     training, recipe = training if training is not None else _training_facts(run_dir, train_data)
     ex = exported["export"]
     card: dict[str, Any] = {
@@ -192,8 +216,7 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
         "parameters": int(model.count_params()), "eval_set": eval_set, "eval_samples": int(len(x)),
         "suite": report.settings.get("suite", suite), "suite_settings": report.settings,
         "clean_accuracy": report.clean_accuracy,
-        "robust_accuracy": dict(zip(labels, report.robust_accuracy)),
-        "per_attack": {a: dict(zip(labels, acc)) for a, acc in report.accuracy.items()},
+        "robust_accuracy": robust, "per_attack": per_attack,
         "per_attack_note": "Cascade: each attack ran only on the samples all earlier attacks failed to break, so "
                            "each row is the robust accuracy after that attack and those before it."
                            if report.settings.get("cascade") else "",
@@ -204,7 +227,9 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
         "training": training, "recipe": recipe, "library_version": __version__, "tensorflow": tf.__version__,
         "qkeras": getattr(qkeras, "__version__", "0.9.0"), "python": sys.version.split()[0],
         "evaluation_seconds": round(time.time() - start, 1), "commands": list(commands),
-        "budgets_pending": [format_eps(e, "inf", scale) for e in pending_eps],
+        "budgets_pending": [("MFCC " if waveform_data is not None else "") + format_eps(e, "inf", scale)
+                            for e in pending_eps] + [f"waveform {format_eps(e, 'inf', 'audio')}"
+                                                     for e in pending_waveform_eps],
     }
     card["targets"] = evaluate_targets(card, targets)
     card["files"] = {f: zoo.sha256_file(os.path.join(entry, f)) for f in sorted(os.listdir(entry))}
@@ -241,77 +266,6 @@ def publish_reference(name: str, model: Any, eval_data: tuple[np.ndarray, np.nda
     return card
 
 
-def _evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[float], *, suite: str, seed: int,
-                         scale: str, clip: tuple[float, float], name: str, cache: str | None, model_sha256: str,
-                         verbose: int = 1, reuse: Any = None):
-    """``evaluate_robustness`` one budget at a time; with ``cache`` each budget's report is kept there (keyed by the
-    model file's sha256, the suite, seed and samples), so an interrupted publish resumes at the next budget. Budgets
-    of ``reuse`` (see :func:`publish`) are taken as they are."""
-    from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness
-
-    reused = {} if reuse is None else _reusable_budgets(reuse, model, x, y, suite=suite, seed=seed, scale=scale,
-                                                        clip=clip, verbose=verbose)
-
-    from qrobust_keras.evaluation.suite import suite_plan
-
-    # The suite's settings are part of the key: a budget cached under an earlier definition of the suite (the
-    # standard suite before Square's restarts) is evaluated again.
-    key = {"model_sha256": model_sha256, "suite": suite, "seed": seed, "n": int(len(x)), "scale": scale,
-           "labels_sha256": hashlib.sha256(np.asarray(y).tobytes()).hexdigest(),
-           "attack_kwargs": json.loads(json.dumps(suite_plan(suite, _n_classes(model)).attack_kwargs))}
-    reports = []
-    for e in eps:
-        match = [r for b, r in reused.items() if abs(b - e) < 1e-9]
-        if match:
-            reports.append(match[0])
-            if verbose:
-                print(f"{name}: eps {e:.6g} taken from the entry's evaluation.json (same model, samples and suite)")
-            continue
-        path = None if cache is None else os.path.join(cache, f"{model_sha256[:16]}_{suite}_{e:.8f}.json")
-        if path is not None and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
-            if saved.get("key") == key:
-                reports.append(RobustnessReport.from_dict(saved["report"]))
-                if verbose:
-                    print(f"{name}: eps {e:.6g} taken from {path}")
-                continue
-        report = evaluate_robustness(model, x, y, eps=[e], suite=suite, seed=seed, scale=scale, clip_min=clip[0],
-                                     clip_max=clip[1], verbose=verbose, model_name=name)
-        if path is not None:
-            os.makedirs(cache, exist_ok=True)
-            atomic_write(path, json.dumps({"key": key, "report": report.to_dict()}, default=_json_default))
-        reports.append(report)
-    return RobustnessReport.concat(reports)
-
-
-def _reusable_budgets(reuse: Any, model: Any, x: np.ndarray, y: np.ndarray, *, suite: str, seed: int, scale: str,
-                      clip: tuple[float, float], verbose: int) -> dict[float, Any]:
-    """The budgets of the report ``reuse`` that may stand for an evaluation of ``model`` on ``(x, y)``: only when it
-    is of the same weights (``model_fingerprint``), suite, seed, scale, clip and samples (the count, and each
-    sample's clean result recomputed now); otherwise none."""
-    from qrobust_keras.evaluation.shards import model_fingerprint
-    from qrobust_keras.evaluation.suite import settings_are_current
-
-    st = reuse.settings
-    clean = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1) == np.asarray(y).reshape(-1)
-    checks = {"model": st.get("model_sha256") == model_fingerprint(model), "suite": st.get("suite") == suite,
-              "suite settings": settings_are_current(suite, st.get("attack_kwargs"), _n_classes(model)),
-              "seed": st.get("seed") == seed, "scale": st.get("scale") == scale,
-              "clip": (st.get("clip_min"), st.get("clip_max")) == tuple(clip),
-              "samples": reuse.n == len(x) and list(reuse.clean_correct) == clean.tolist()}
-    failed = [k for k, ok in checks.items() if not ok]
-    if failed:
-        if verbose:
-            print(f"the earlier evaluation is not reused: its {', '.join(failed)} differ")
-        return {}
-    return {part.eps[0]: part for part in reuse.split()}
-
-
-def _n_classes(model: Any) -> int:
-    return int(model.output_shape[-1])
-
-
 def republish(name: str, eval_data: tuple[np.ndarray, np.ndarray], *, root: str = zoo.ZOO_DIR,
               **kwargs: Any) -> dict[str, Any]:
     """Publish the entry ``root/NAME`` again from its own shipped ``model.h5`` when its run folder is gone: the
@@ -344,21 +298,26 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-_IMAGE = "float32 (32, 32, 3) RGB in [0, 1] (uint8 pixels / 255)"
+def _pick_budgets(p: Any, option: str, text: str | None, budgets: Sequence[float], name: str) -> list[float]:
+    """The budgets of ``budgets`` that ``text`` (``--eps``-style list) names; all of them when ``text`` is None."""
+    if not text:
+        return list(budgets)
+    from qrobust_keras.cli.parsing import parse_eps_list
 
-def _cifar10_eval_and_calibration(cifar10_dir: str) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    from qrobust_keras.data import find_cifar10, read_pickle_batch
-
-    kind, path = find_cifar10(cifar10_dir, source="pickle")
-    x, y = read_pickle_batch(os.path.join(path, "test_batch"))
-    calib, _ = read_pickle_batch(os.path.join(path, "data_batch_1"))
-    return (x.astype(np.float32) / 255.0, y), calib[:500].astype(np.float32) / 255.0
+    wanted = parse_eps_list(text)
+    unknown = [e for e in wanted if not any(abs(e - b) < 1e-9 for b in budgets)]
+    if unknown:
+        p.error(f"{option} {text!r}: {unknown} are not budgets of {name} ({list(budgets)})")
+    return [b for b in budgets if any(abs(b - w) < 1e-9 for w in wanted)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m qrobust_keras.zoo.publish NAME --run RUN_DIR --cifar10 DIR [--train-data DIR]`` for a zoo entry,
-    ``python -m qrobust_keras.zoo.publish mlcommons_resnet8 --mlcommons DIR --cifar10 DIR`` for a reference card."""
+    """``python -m qrobust_keras.zoo.publish NAME --run RUN_DIR --cifar10 DIR [--train-data DIR]`` for a zoo entry
+    (``--speech-commands DIR`` for a Speech Commands one), ``python -m qrobust_keras.zoo.publish mlcommons_resnet8
+    --mlcommons DIR --cifar10 DIR`` for a reference card."""
     import argparse
+
+    from qrobust_keras.zoo.eval_sets import load_eval_set
 
     p = argparse.ArgumentParser(description="publish a zoo entry (model, int8 file, card) from a finished run, or "
                                             "the card of a reference model")
@@ -366,46 +325,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", help="run folder of `qrobust train` (its model.h5 is shipped); zoo entries only. "
                                  "Without it a published entry is redone from its own files (see republish)")
     p.add_argument("--mlcommons", help="folder of the official MLCommons Tiny weights; references only")
-    p.add_argument("--cifar10", required=True, help="CIFAR-10 python batches (the exact test images are the "
-                                                    "evaluation set)")
+    p.add_argument("--cifar10", help="CIFAR-10 python batches (CIFAR-10 entries: the exact test images are the "
+                                     "evaluation set)")
+    p.add_argument("--speech-commands", help="the Speech Commands folder (Speech Commands entries: the test part "
+                                             "of the speaker-disjoint split is the evaluation set)")
     p.add_argument("--train-data", default=None, help="the training data folder (hashed onto the card)")
     p.add_argument("--suite", default="standard", help="evaluation suite (default standard)")
     p.add_argument("--root", default=None, help="zoo folder, or references folder (default: the package's)")
-    p.add_argument("--eps", default=None, help="only these budgets of the entry's (e.g. 2/255,8/255); the card "
-                                               "lists the others as not yet measured")
+    p.add_argument("--eps", default=None, help="only these budgets of the entry's (e.g. 2/255,8/255; MFCC units "
+                                               "for audio); the card lists the others as not yet measured")
+    p.add_argument("--waveform-eps", default=None, help="audio: only these waveform budgets of the entry's")
     args = p.parse_args(argv)
-    eval_data, calibration = _cifar10_eval_and_calibration(args.cifar10)
     spec = {**SPECS, **REFERENCE_SPECS}[args.name]
-    eps = list(spec["eps"])
-    if args.eps:
-        from qrobust_keras.cli.parsing import parse_eps_list
-
-        wanted = parse_eps_list(args.eps)
-        unknown = [e for e in wanted if not any(abs(e - s) < 1e-9 for s in eps)]
-        if unknown:
-            p.error(f"--eps {args.eps!r}: {unknown} are not budgets of {args.name} ({spec['eps']})")
-        eps = [e for e in eps if any(abs(e - w) < 1e-9 for w in wanted)]
-    pending = [e for e in spec["eps"] if e not in eps]
+    folder = {"cifar10": args.cifar10, "speech_commands": args.speech_commands}[spec["dataset"]]
+    if not folder:
+        p.error(f"{args.name} is a {spec['dataset']} model: pass --{spec['dataset'].replace('_', '-')} DIR")
+    evs = load_eval_set(spec["dataset"], folder)
+    eps = _pick_budgets(p, "--eps", args.eps, spec["eps"], args.name)
+    wave_eps = _pick_budgets(p, "--waveform-eps", args.waveform_eps, spec.get("waveform_eps", []), args.name)
+    common = dict(dataset=spec["dataset"], eps=eps, pending_eps=[e for e in spec["eps"] if e not in eps],
+                  representative_data=evs.calibration, suite=args.suite, eval_set=evs.description,
+                  purpose=spec["purpose"], input_description=evs.input, commands=spec["commands"],
+                  scale="audio" if spec["dataset"] == "speech_commands" else "image")
+    if evs.waveform is not None:
+        common.update(waveform_data=evs.waveform, waveform_eps=wave_eps,
+                      pending_waveform_eps=[e for e in spec.get("waveform_eps", []) if e not in wave_eps])
     if args.name in REFERENCE_SPECS:
         from qrobust_keras.models import load_mlcommons
 
         if not args.mlcommons:
             p.error(f"{args.name} is a reference card: pass --mlcommons DIR (the official weights)")
-        card = publish_reference(args.name, load_mlcommons(spec["model"], args.mlcommons), eval_data,
-                                 dataset=spec["dataset"], eps=eps, pending_eps=pending,
-                                 representative_data=calibration,
-                                 root=args.root or cards.REFERENCES_DIR, suite=args.suite, eval_set=_CIFAR_EVAL,
-                                 purpose=spec["purpose"], input_description=_IMAGE, commands=spec["commands"],
-                                 cache=os.path.join("runs", "reference_eval", args.name))
+        card = publish_reference(args.name, load_mlcommons(spec["model"], args.mlcommons), evs.data,
+                                 root=args.root or cards.REFERENCES_DIR,
+                                 cache=os.path.join("runs", "reference_eval", args.name), **common)
     else:
-        common = dict(dataset=spec["dataset"], eps=eps, pending_eps=pending, representative_data=calibration,
-                      suite=args.suite, eval_set=_CIFAR_EVAL, purpose=spec["purpose"], input_description=_IMAGE,
-                      targets=spec["targets"], commands=spec["commands"], root=args.root or zoo.ZOO_DIR)
+        common.update(targets=spec["targets"], root=args.root or zoo.ZOO_DIR)
         if args.run:
-            card = publish(args.name, os.path.join(args.run, "model.h5"), eval_data, run_dir=args.run,
+            card = publish(args.name, os.path.join(args.run, "model.h5"), evs.data, run_dir=args.run,
                            train_data=args.train_data, overwrite=True, **common)
         elif args.name in zoo.list(common["root"]):
-            card = republish(args.name, eval_data, cache=os.path.join("runs", "zoo_eval", args.name), **common)
+            card = republish(args.name, evs.data, cache=os.path.join("runs", "zoo_eval", args.name), **common)
         else:
             p.error(f"{args.name} is not published yet: pass --run RUN_DIR (the finished training run)")
     print(zoo.card_markdown(card))

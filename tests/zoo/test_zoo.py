@@ -16,6 +16,7 @@ from qrobust_keras import zoo
 from qrobust_keras.export import TFLiteModel
 from qrobust_keras.evaluation.suite import suite_plan
 from qrobust_keras.zoo import cards
+from qrobust_keras.zoo.eval_sets import load_eval_set
 from qrobust_keras.zoo.publish import evaluate_targets, publish, publish_reference, republish
 from qrobust_keras.zoo.specs import REFERENCE_SPECS, SPECS
 
@@ -128,18 +129,18 @@ def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published,
     zoo.verify("tiny", str(root))
     # another seed is another evaluation: nothing is reused, and the reason is printed (the check republish makes
     # before it evaluates anything)
-    from qrobust_keras.zoo.publish import _reusable_budgets
+    from qrobust_keras.zoo.budgets import reusable_budgets
 
     report = qrk.evaluation.RobustnessReport.from_json(root / "tiny" / "evaluation.json")
     model = zoo.load("tiny", str(root))
     same = dict(suite="quick", scale=report.settings["scale"], clip=(0.0, 1.0), verbose=1)
-    assert sorted(_reusable_budgets(report, model, x, y, seed=report.settings["seed"], **same)) == \
+    assert sorted(reusable_budgets(report, model, x, y, seed=report.settings["seed"], **same)) == \
         sorted(report.eps)
-    assert _reusable_budgets(report, model, x, y, seed=1, **same) == {}
+    assert reusable_budgets(report, model, x, y, seed=1, **same) == {}
     assert "not reused: its seed differ" in capsys.readouterr().out
     # an evaluation made under earlier settings of the suite is not reused either
     report.settings["attack_kwargs"]["square"] = {"queries": 1}
-    assert _reusable_budgets(report, model, x, y, seed=report.settings["seed"], **same) == {}
+    assert reusable_budgets(report, model, x, y, seed=report.settings["seed"], **same) == {}
     assert "not reused: its suite settings differ" in capsys.readouterr().out
 
 
@@ -221,11 +222,15 @@ def test_each_shipped_entry_measures_what_its_card_says(name, shared_data):
     """Clean and int8 accuracy of the shipped files on the card's evaluation set, measured again."""
     zoo.verify(name)
     card = zoo.card(name)
-    assert card["dataset"] == "cifar10" and card["eval_samples"] == 1017
-    from qrobust_keras.data import read_pickle_batch
-
-    x, y = read_pickle_batch(shared_data / "cifar10" / "cifar-10-batches-py" / "test_batch")
-    x = x.astype(np.float32) / 255
+    folder = {"cifar10": shared_data / "cifar10", "speech_commands": shared_data / "speech_commands"}[card["dataset"]]
+    evs = load_eval_set(card["dataset"], str(folder))
+    x, y = evs.data
+    assert card["eval_samples"] == len(x) and card["eval_set"] == evs.description
+    if card["dataset"] == "cifar10":
+        assert len(x) == 1017
+    else:  # audio: MFCC and waveform budgets, each from its own evaluation file
+        assert {b.split()[0] for b in card["robust_accuracy"]} == {"MFCC", "waveform"}
+        assert "evaluation_waveform.json" in card["files"]
     model = zoo.load(name)
     assert float(np.mean(model.predict(x, verbose=0).argmax(1) == y)) == pytest.approx(card["clean_accuracy"],
                                                                                         abs=2e-3)
@@ -237,3 +242,29 @@ def test_each_shipped_entry_measures_what_its_card_says(name, shared_data):
 
 def test_reference_specs_and_zoo_specs_do_not_collide():
     assert not set(SPECS) & set(REFERENCE_SPECS)
+
+
+def test_an_audio_entry_carries_mfcc_and_waveform_budgets(tmp_path):
+    """A DS-CNN entry is measured on MFCCs and, behind the differentiable front end, on the same clips' waveforms;
+    the card's budgets say which input they perturb, and each comes from its own evaluation file."""
+    qrk._keras.keras.utils.set_random_seed(0)
+    qrk.models.ds_cnn(policy="int4", filters=8).save(tmp_path / "kws.h5")
+    waves = np.random.default_rng(0).uniform(-0.3, 0.3, (6, 16000)).astype(np.float32)
+    feats, y = qrk.data.mfcc(waves), np.arange(6) % 12
+    card = publish("kws", str(tmp_path / "kws.h5"), (feats, y), dataset="speech_commands", eps=[0.25],
+                   scale="audio", representative_data=feats, suite="quick", root=str(tmp_path / "zoo"), verbose=0,
+                   waveform_data=(waves.reshape(-1, *qrk.data.WAVEFORM_FOLD), y), waveform_eps=[5e-4],
+                   pending_waveform_eps=[1e-3], cache=str(tmp_path / "cache"))
+    assert list(card["robust_accuracy"]) == ["MFCC 0.25", "waveform 0.0005"]
+    assert card["budgets_pending"] == ["waveform 0.001"] and "evaluation_waveform.json" in card["files"]
+    entry = tmp_path / "zoo" / "kws"
+    mfcc_report = qrk.evaluation.RobustnessReport.from_json(entry / "evaluation.json")
+    wave_report = qrk.evaluation.RobustnessReport.from_json(entry / "evaluation_waveform.json")
+    assert card["robust_accuracy"]["MFCC 0.25"] == mfcc_report.robust_accuracy[0]
+    assert card["robust_accuracy"]["waveform 0.0005"] == wave_report.robust_accuracy[0]
+    assert wave_report.settings["clip_min"] == -1.0 and wave_report.n == 6
+    # the same clips: the front end computes the features the MFCC path was given
+    assert wave_report.clean_correct == mfcc_report.clean_correct
+    assert set(card["per_attack"]["pgd"]) == {"MFCC 0.25", "waveform 0.0005"}
+    assert "| MFCC 0.25 | waveform 0.0005 |" in cards.leaderboard_markdown([card], [])
+    assert "eps waveform 0.0005" in cards.render_markdown(card)
