@@ -122,7 +122,9 @@ def bound_section(label, model, x, y, eps, steps, batch_size, clip=(0.0, 1.0), r
         return tape.gradient(loss, xb)
 
     xb, yb = tf.constant(x[:batch_size]), tf.constant(y[:batch_size])
+    t0 = time.perf_counter()
     forward_and_gradient(xb, yb).numpy()
+    first = time.perf_counter() - t0
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -133,6 +135,10 @@ def bound_section(label, model, x, y, eps, steps, batch_size, clip=(0.0, 1.0), r
     print(f"\n## {label}: against the bound, {len(x)} inputs, batch {batch_size}, eps {eps:g}")
     print(f"bound: one forward + input-gradient pass of a batch of {len(xb)}: {1000 * bound:.1f} ms "
           f"({len(xb) / bound:.0f} input-gradients/s)")
+    # What tracing costs any compiled attack: the first call of that one step, over its warm time. An attack loop
+    # traces at least this step (and its loop and bookkeeping around it), so its first-call extra cannot be lower.
+    trace = first - bound
+    print(f"tracing floor: the first call of that step alone costs {trace:.2f} s over warm")
     attacks = {"pgd": lambda: qrk.attacks.pgd(model, x, y, eps=eps, steps=steps, step_size=eps / 4,
                                               batch_size=batch_size, verbose=0, return_info=True, clip_min=clip[0],
                                               clip_max=clip[1]),
@@ -151,7 +157,8 @@ def bound_section(label, model, x, y, eps, steps, batch_size, clip=(0.0, 1.0), r
         print(f"{name:<12}{passes:>10}{cold[name]:>9.2f}{warm:>9.2f}{fraction:>20.2f}   "
               f"{record(goal, fraction, label)}")
         print(f"{'':<12}first call on the new model, seconds over warm: "
-              f"{record('first_call_extra_s', cold[name] - warm, f'{label}, {name}')}")
+              f"{record('first_call_extra_s', cold[name] - warm, f'{label}, {name}')} "
+              f"({(cold[name] - warm) / trace:.1f}x the tracing floor)")
 
 
 def strength_section(model, x, y, eps, batch_size):

@@ -78,35 +78,37 @@ def _build_apgd(model: keras.Model, *, steps: int, norm: str, loss: str, targete
                                   x_spec, tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32),
                                   tf.TensorSpec([], tf.float32)])
     def run(x, y, y_true, x_start, eps, lo, hi):
+        # One loop of steps + 1 evaluations, the first at x_start with no step before it: the model's gradient is
+        # traced once (an evaluation before the loop would trace it a second time, seconds on a QKeras model).
         n = tf.shape(x)[0]
-        x_cur = x_start
-        f_cur, grad, logits = loss_grad(x_cur, y, y_true)
-        found = G.is_success(logits, y if targeted else y_true, targeted)
-        x_found = x_cur
-        x_best, f_best, g_best = x_cur, f_cur, grad
+        x_cur = x_prev = x_found = x_best = x_start
+        grad = g_best = tf.zeros_like(x_start)
+        found = tf.zeros([n], tf.bool)
         eta = tf.fill([n], 2.0) * eps
-        x_prev = x_cur
-        f_prev = f_cur
+        f_best = f_best_last = tf.fill([n], -np.inf)
+        f_prev = tf.fill([n], np.inf)  # no increase counted at the start
         n_incr = tf.zeros([n])
         reduced_last = tf.ones([n], tf.bool)
-        f_best_last = f_best
-        for i in tf.range(steps):
-            alpha = tf.where(i > 0, ALPHA, 1.0)
-            z = proj(x, x_cur + bshape(eta) * G.normalize_tf(grad, norm), eps, lo, hi)
-            x_next = proj(x, x_cur + alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - x_prev), eps, lo, hi)
-            x_prev, x_cur = x_cur, x_next
+        for i in tf.range(steps + 1):
+            if i > 0:
+                alpha = tf.where(i > 1, ALPHA, 1.0)
+                z = proj(x, x_cur + bshape(eta) * G.normalize_tf(grad, norm), eps, lo, hi)
+                x_next = proj(x, x_cur + alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - x_prev), eps, lo, hi)
+                x_prev, x_cur = x_cur, x_next
             f_cur, grad, logits = loss_grad(x_cur, y, y_true)
             success = G.is_success(logits, y if targeted else y_true, targeted)
             x_found = tf.where(bshape(success), x_cur, x_found)
             found = tf.logical_or(found, success)
             n_incr += tf.cast(f_cur > f_prev, tf.float32)
             f_prev = f_cur
-            improved = f_cur > f_best
+            improved = tf.logical_or(f_cur > f_best, tf.equal(i, 0))
             x_best = tf.where(bshape(improved), x_cur, x_best)
             g_best = tf.where(bshape(improved), grad, g_best)
             f_best = tf.where(improved, f_cur, f_best)
-            if is_check_c[i + 1]:
-                oscillating = n_incr <= RHO * window_c[i + 1]
+            if i == 0:
+                f_best_last = f_best
+            if tf.logical_and(i > 0, is_check_c[i]):
+                oscillating = n_incr <= RHO * window_c[i]
                 stalled = tf.logical_and(tf.logical_not(reduced_last), f_best_last >= f_best)
                 reduce = tf.logical_or(oscillating, stalled)
                 eta = tf.where(reduce, eta / 2.0, eta)

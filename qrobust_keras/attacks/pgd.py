@@ -31,7 +31,8 @@ from qrobust_keras.attacks.plumbing import ProgressBar, prepare
 
 def _build_loop(model: keras.Model, *, norm: str, loss: str, targeted: bool, eot: int, decay: float | None,
                 x_spec: tf.TensorSpec):
-    """Compile ``(x, y, x_start, eps, step_size, steps) -> (x_adv, found, final_loss)`` running all ``steps``.
+    """Compile ``(x, y, x_start, eps, step_size, steps) -> (x_last, x_found, found)`` running all ``steps``: the
+    last iterate, and per sample the last earlier iterate that fooled the model and whether there was one.
 
     The step count is an input of the loop (a ``tf.while_loop``), not part of the graph, so FGSM, BIM and PGD of
     any length share one trace per model: tracing a quantized model's gradient costs seconds, running a step
@@ -63,13 +64,9 @@ def _build_loop(model: keras.Model, *, norm: str, loss: str, targeted: bool, eot
                 grad = momentum
             x_adv = x_adv + step_size * G.normalize_tf(grad, norm)
             x_adv = tf.clip_by_value(G.project_tf(x, x_adv, eps, norm), clip_lo, clip_hi)
-        logits = lm(x_adv, training=False)
-        final_loss = G.per_sample_loss(logits, y, "ce" if loss == "dlr" and targeted else loss, targeted, n_classes)
-        success = G.is_success(logits, y, targeted)
-        found_any = tf.logical_or(found, success)
-        keep_final = tf.logical_or(success, tf.logical_not(found))
-        x_out = tf.where(tf.reshape(keep_final, [-1] + [1] * len(axes)), x_adv, x_found)
-        return x_out, found_any, final_loss
+        # The last iterate is scored outside, by the model's shared forward function (forward_fn): scoring it
+        # here would trace the model a second time, seconds on a QKeras model, for one forward pass per batch.
+        return x_adv, x_found, found
 
     clip_lo = tf.Variable(0.0, trainable=False, dtype=tf.float32)
     clip_hi = tf.Variable(1.0, trainable=False, dtype=tf.float32)
@@ -92,6 +89,9 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
         run, lo, hi = G.cached(model, key, build)
     lo.assign(clip_min)
     hi.assign(clip_max)
+    forward = G.forward_fn(model)
+    n_classes = num_classes(G.get_logits_model(model))
+    final_loss_name = "ce" if loss == "dlr" and targeted else loss
     n = len(x)
     best = G.BestOverRestarts(x)
     bar = ProgressBar(restarts * math.ceil(n / batch_size), verbose, name)
@@ -101,11 +101,16 @@ def sign_gradient_attack(model: keras.Model, x: np.ndarray, y: np.ndarray, *, ep
         else:
             start = x
         for sl in batches(n, batch_size):
-            x_out, found, final_loss = run(tf.constant(x[sl]), tf.constant(y[sl].astype(np.int32)),
-                                           tf.constant(start[sl]), tf.constant(eps, tf.float32),
-                                           tf.constant(step_size, tf.float32), tf.constant(steps, tf.int32))
-            x_out, found, final_loss = x_out.numpy(), found.numpy(), final_loss.numpy().astype(np.float64)
-            best.update(sl, x_out, found, final_loss)
+            yb = tf.constant(y[sl].astype(np.int32))
+            x_last, x_found, found = run(tf.constant(x[sl]), yb, tf.constant(start[sl]), tf.constant(eps, tf.float32),
+                                         tf.constant(step_size, tf.float32), tf.constant(steps, tf.int32))
+            logits = forward(x_last)
+            final_loss = G.per_sample_loss(logits, yb, final_loss_name, targeted, n_classes).numpy()
+            success = G.is_success(logits, yb, targeted).numpy()
+            found = found.numpy()
+            keep_last = success | ~found  # a success at the end, or nothing better found on the way
+            x_out = np.where(keep_last.reshape((-1,) + (1,) * (x.ndim - 1)), x_last.numpy(), x_found.numpy())
+            best.update(sl, x_out, found | success, final_loss.astype(np.float64))
             bar.update()
     x_adv = enforce_constraints(x, best.x, eps, norm, clip_min, clip_max)
     success = G.predict_labels(model, x_adv, batch_size)
