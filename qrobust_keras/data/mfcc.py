@@ -314,6 +314,9 @@ def waveform_model(feature_model: keras.Model, **mfcc_kwargs) -> keras.Model:
         >>> waveform_model(ds_cnn()).input_shape
         (None, 125, 128)
     """
+    # fixed layer names: the same feature model gives the same architecture, hence the same model fingerprint
+    # (qrobust_keras.evaluation.shards.model_fingerprint), however many were built before in this process
     wave_in = keras.Input(WAVEFORM_FOLD, name="waveform")
-    wave = keras.layers.Reshape((WAVEFORM_FOLD[0] * WAVEFORM_FOLD[1],))(wave_in)
-    return keras.Model(wave_in, feature_model(MFCC(**mfcc_kwargs)(wave)), name="waveform_" + feature_model.name)
+    wave = keras.layers.Reshape((WAVEFORM_FOLD[0] * WAVEFORM_FOLD[1],), name="unfold")(wave_in)
+    features = MFCC(name="mfcc", **mfcc_kwargs)(wave)
+    return keras.Model(wave_in, feature_model(features), name="waveform_" + feature_model.name)

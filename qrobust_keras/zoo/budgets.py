@@ -71,7 +71,7 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
         if match:
             reports.append(match[0])
             if verbose:
-                print(f"{name}: eps {e:.6g} taken from the entry's evaluation.json (same model, samples and suite)")
+                print(f"{name}: eps {e:.6g} taken from the entry's earlier evaluation (same model, samples and suite)")
             continue
         tag = "" if inputs == "model" else f"{inputs}_"
         path = None if cache is None else os.path.join(cache, f"{model_sha256[:16]}_{tag}{suite}_{e:.8f}.json")

@@ -111,7 +111,8 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             cache: str | None = None, pending_eps: Sequence[float] = (),
             training: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
             reuse: Any = None, waveform_data: tuple[np.ndarray, np.ndarray] | None = None,
-            waveform_eps: Sequence[float] = (), pending_waveform_eps: Sequence[float] = ()) -> dict[str, Any]:
+            waveform_eps: Sequence[float] = (), pending_waveform_eps: Sequence[float] = (),
+            reuse_waveform: Any = None) -> dict[str, Any]:
     """Build the zoo entry ``root/NAME`` from ``model_file`` and return its card (also written as ``card.json``).
 
     Args:
@@ -145,6 +146,7 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
             them at ``waveform_eps`` (full scale 1, clip [-1, 1]), into ``evaluation_waveform.json``. The card's
             budget labels then say which input they perturb: ``"MFCC 0.25"``, ``"waveform 0.0005"``.
         waveform_eps: the waveform budgets; pending_waveform_eps: those not evaluated by this publish.
+        reuse_waveform: as ``reuse``, for the waveform budgets (checked against the model behind its front end).
 
     Raises:
         ValueError: a bad name, or an existing entry without ``overwrite``.
@@ -162,7 +164,7 @@ def publish(name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray]
                             input_description=input_description, targets=targets, commands=commands, seed=seed,
                             verbose=verbose, cache=cache, pending_eps=pending_eps, training=training, reuse=reuse,
                             waveform_data=waveform_data, waveform_eps=waveform_eps,
-                            pending_waveform_eps=pending_waveform_eps)
+                            pending_waveform_eps=pending_waveform_eps, reuse_waveform=reuse_waveform)
 
 
 def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.ndarray, np.ndarray], *, dataset: str,
@@ -171,7 +173,7 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
                  targets: Sequence[dict[str, Any]], commands: Sequence[str], seed: int, verbose: int,
                  cache: str | None, pending_eps: Sequence[float], training: Any, reuse: Any,
                  waveform_data: tuple[np.ndarray, np.ndarray] | None, waveform_eps: Sequence[float],
-                 pending_waveform_eps: Sequence[float]) -> dict[str, Any]:
+                 pending_waveform_eps: Sequence[float], reuse_waveform: Any) -> dict[str, Any]:
     """The files and card of a zoo entry, written into the folder ``entry`` (see :func:`publish`)."""
     from qrobust_keras import __version__
     from qrobust_keras._keras import qkeras, tf
@@ -202,7 +204,8 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
         # one model file, two inputs: the budgets say which one they perturb
         wave = evaluate_per_budget(waveform_model(model), *waveform_data, list(waveform_eps), suite=suite, seed=seed,
                                    scale="audio", clip=(-1.0, 1.0), name=f"{name} (waveform)", cache=cache,
-                                   model_sha256=model_sha256, verbose=verbose, inputs="waveform")
+                                   model_sha256=model_sha256, verbose=verbose, inputs="waveform",
+                                   reuse=reuse_waveform)
         wave.to_json(os.path.join(entry, "evaluation_waveform.json"))
         wave_labels = [f"waveform {b}" for b in wave.settings["eps_labels"]]
         robust = {**{f"MFCC {b}": v for b, v in robust.items()}, **dict(zip(wave_labels, wave.robust_accuracy))}
@@ -269,8 +272,9 @@ def publish_reference(name: str, model: Any, eval_data: tuple[np.ndarray, np.nda
 def republish(name: str, eval_data: tuple[np.ndarray, np.ndarray], *, root: str = zoo.ZOO_DIR,
               **kwargs: Any) -> dict[str, Any]:
     """Publish the entry ``root/NAME`` again from its own shipped ``model.h5`` when its run folder is gone: the
-    training facts and recipe come from its card, the budgets its ``evaluation.json`` already measured are reused
-    (only if :func:`publish`'s ``reuse`` checks pass), and the rest are evaluated. Used to add budgets to an entry.
+    training facts and recipe come from its card, the budgets its ``evaluation.json`` (and, for audio,
+    ``evaluation_waveform.json``) already measured are reused (only if :func:`publish`'s ``reuse`` checks pass), and
+    the rest are evaluated. Used to add budgets to an entry.
 
     Args:
         name: an existing entry. eval_data: as in :func:`publish`.
@@ -283,11 +287,13 @@ def republish(name: str, eval_data: tuple[np.ndarray, np.ndarray], *, root: str 
 
     old = zoo.card(name, root=root)
     entry = os.path.join(root, name)
-    evaluation = os.path.join(entry, "evaluation.json")
-    reuse = RobustnessReport.from_json(evaluation) if os.path.exists(evaluation) else None
+    reports = {}
+    for key, file in (("reuse", "evaluation.json"), ("reuse_waveform", "evaluation_waveform.json")):
+        path = os.path.join(entry, file)
+        reports[key] = RobustnessReport.from_json(path) if os.path.exists(path) else None
     # publish builds the new entry beside this one, so the shipped model.h5 stays readable until the swap
     return publish(name, zoo.model_path(name, root=root), eval_data, root=root, overwrite=True,
-                   training=(old.get("training") or {}, old.get("recipe")), reuse=reuse, **kwargs)
+                   training=(old.get("training") or {}, old.get("recipe")), **reports, **kwargs)
 
 
 def _json_default(value: Any) -> Any:

@@ -120,7 +120,7 @@ def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published,
     again = republish("tiny", (x, y), root=str(root), dataset="cifar10", eps=[1 / 255, 2 / 255, 8 / 255],
                       representative_data=x, suite="quick", cache=str(tmp_path / "cache"), verbose=1)
     out = capsys.readouterr().out
-    assert out.count("taken from the entry's evaluation.json") == 2
+    assert out.count("taken from the entry's earlier evaluation") == 2
     assert again["training"] == old["training"] and again["recipe"] == card["recipe"]
     assert again["robust_accuracy"]["2/255"] == card["robust_accuracy"]["2/255"]
     assert again["robust_accuracy"]["8/255"] == card["robust_accuracy"]["8/255"]
@@ -244,7 +244,7 @@ def test_reference_specs_and_zoo_specs_do_not_collide():
     assert not set(SPECS) & set(REFERENCE_SPECS)
 
 
-def test_an_audio_entry_carries_mfcc_and_waveform_budgets(tmp_path):
+def test_an_audio_entry_carries_mfcc_and_waveform_budgets(tmp_path, capsys):
     """A DS-CNN entry is measured on MFCCs and, behind the differentiable front end, on the same clips' waveforms;
     the card's budgets say which input they perturb, and each comes from its own evaluation file."""
     qrk._keras.keras.utils.set_random_seed(0)
@@ -268,3 +268,12 @@ def test_an_audio_entry_carries_mfcc_and_waveform_budgets(tmp_path):
     assert set(card["per_attack"]["pgd"]) == {"MFCC 0.25", "waveform 0.0005"}
     assert "| MFCC 0.25 | waveform 0.0005 |" in cards.leaderboard_markdown([card], [])
     assert "eps waveform 0.0005" in cards.render_markdown(card)
+    # republished with one more waveform budget: both earlier budgets are taken from the entry's own reports
+    capsys.readouterr()
+    again = republish("kws", (feats, y), root=str(tmp_path / "zoo"), dataset="speech_commands", eps=[0.25],
+                      scale="audio", representative_data=feats, suite="quick", cache=str(tmp_path / "cache2"),
+                      waveform_data=(waves.reshape(-1, *qrk.data.WAVEFORM_FOLD), y), waveform_eps=[5e-4, 1e-3])
+    assert capsys.readouterr().out.count("taken from the entry's earlier evaluation") == 2
+    assert list(again["robust_accuracy"]) == ["MFCC 0.25", "waveform 0.0005", "waveform 0.001"]
+    assert again["robust_accuracy"]["waveform 0.0005"] == card["robust_accuracy"]["waveform 0.0005"]
+    assert again["budgets_pending"] == []
