@@ -305,9 +305,12 @@ def _json_default(value: Any) -> Any:
 
 
 def _pick_budgets(p: Any, option: str, text: str | None, budgets: Sequence[float], name: str) -> list[float]:
-    """The budgets of ``budgets`` that ``text`` (``--eps``-style list) names; all of them when ``text`` is None."""
+    """The budgets of ``budgets`` that ``text`` (``--eps``-style list) names; all of them when ``text`` is None,
+    none for ``"none"`` (the card then lists every one as not yet measured)."""
     if not text:
         return list(budgets)
+    if text.strip().lower() == "none":
+        return []
     from qrobust_keras.cli.parsing import parse_eps_list
 
     wanted = parse_eps_list(text)
@@ -339,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", default="standard", help="evaluation suite (default standard)")
     p.add_argument("--root", default=None, help="zoo folder, or references folder (default: the package's)")
     p.add_argument("--eps", default=None, help="only these budgets of the entry's (e.g. 2/255,8/255; MFCC units "
-                                               "for audio); the card lists the others as not yet measured")
-    p.add_argument("--waveform-eps", default=None, help="audio: only these waveform budgets of the entry's")
+                                               "for audio; 'none': none yet); the card lists the others as not yet "
+                                               "measured")
+    p.add_argument("--waveform-eps", default=None, help="audio: only these waveform budgets of the entry's "
+                                                        "('none': none yet)")
     args = p.parse_args(argv)
     spec = {**SPECS, **REFERENCE_SPECS}[args.name]
     folder = {"cifar10": args.cifar10, "speech_commands": args.speech_commands}[spec["dataset"]]

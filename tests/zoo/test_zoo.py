@@ -277,3 +277,19 @@ def test_an_audio_entry_carries_mfcc_and_waveform_budgets(tmp_path, capsys):
     assert list(again["robust_accuracy"]) == ["MFCC 0.25", "waveform 0.0005", "waveform 0.001"]
     assert again["robust_accuracy"]["waveform 0.0005"] == card["robust_accuracy"]["waveform 0.0005"]
     assert again["budgets_pending"] == []
+
+
+def test_publish_budget_selection_names_what_it_refuses():
+    import argparse
+
+    from qrobust_keras.zoo.publish import _pick_budgets, main
+
+    parser = argparse.ArgumentParser()
+    spec = SPECS["ds_cnn_int4_at"]
+    assert _pick_budgets(parser, "--eps", None, spec["eps"], "x") == spec["eps"]
+    assert _pick_budgets(parser, "--waveform-eps", "none", spec["waveform_eps"], "x") == []
+    assert _pick_budgets(parser, "--waveform-eps", "0.0005,1e-4", spec["waveform_eps"], "x") == [1e-4, 5e-4]
+    with pytest.raises(SystemExit):
+        _pick_budgets(parser, "--eps", "0.3", spec["eps"], "x")
+    with pytest.raises(SystemExit):  # a Speech Commands entry needs its data folder, not CIFAR-10's
+        main(["ds_cnn_int4_at", "--cifar10", "/nonexistent"])
