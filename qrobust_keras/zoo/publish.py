@@ -200,18 +200,19 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
     labels = report.settings["eps_labels"]
     robust, per_attack = dict(zip(labels, report.robust_accuracy)), {a: dict(zip(labels, acc))
                                                                       for a, acc in report.accuracy.items()}
-    if waveform_data is not None:
-        # one model file, two inputs: the budgets say which one they perturb
+    if waveform_data is not None:  # one model file, two inputs: the budgets say which one they perturb
+        robust = {f"MFCC {b}": v for b, v in robust.items()}
+        per_attack = {a: {f"MFCC {b}": v for b, v in row.items()} for a, row in per_attack.items()}
+    if waveform_data is not None and len(waveform_eps):
         wave = evaluate_per_budget(waveform_model(model), *waveform_data, list(waveform_eps), suite=suite, seed=seed,
                                    scale="audio", clip=(-1.0, 1.0), name=f"{name} (waveform)", cache=cache,
                                    model_sha256=model_sha256, verbose=verbose, inputs="waveform",
                                    reuse=reuse_waveform)
         wave.to_json(os.path.join(entry, "evaluation_waveform.json"))
         wave_labels = [f"waveform {b}" for b in wave.settings["eps_labels"]]
-        robust = {**{f"MFCC {b}": v for b, v in robust.items()}, **dict(zip(wave_labels, wave.robust_accuracy))}
-        per_attack = {a: {**{f"MFCC {b}": v for b, v in row.items()},
-                          **dict(zip(wave_labels, wave.accuracy.get(a, [None] * len(wave_labels))))}
-                      for a, row in per_attack.items()}
+        robust.update(zip(wave_labels, wave.robust_accuracy))
+        for a, row in per_attack.items():
+            row.update(zip(wave_labels, wave.accuracy.get(a, [None] * len(wave_labels))))
     training, recipe = training if training is not None else _training_facts(run_dir, train_data)
     ex = exported["export"]
     card: dict[str, Any] = {
@@ -342,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", default="standard", help="evaluation suite (default standard)")
     p.add_argument("--root", default=None, help="zoo folder, or references folder (default: the package's)")
     p.add_argument("--eps", default=None, help="only these budgets of the entry's (e.g. 2/255,8/255; MFCC units "
-                                               "for audio; 'none': none yet); the card lists the others as not yet "
-                                               "measured")
+                                               "for audio); the card lists the others as not yet measured")
     p.add_argument("--waveform-eps", default=None, help="audio: only these waveform budgets of the entry's "
                                                         "('none': none yet)")
     args = p.parse_args(argv)
@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.name} is a {spec['dataset']} model: pass --{spec['dataset'].replace('_', '-')} DIR")
     evs = load_eval_set(spec["dataset"], folder)
     eps = _pick_budgets(p, "--eps", args.eps, spec["eps"], args.name)
+    if not eps:
+        p.error(f"--eps {args.eps!r}: a card needs at least one budget of the model's own input ({spec['eps']})")
     wave_eps = _pick_budgets(p, "--waveform-eps", args.waveform_eps, spec.get("waveform_eps", []), args.name)
     common = dict(dataset=spec["dataset"], eps=eps, pending_eps=[e for e in spec["eps"] if e not in eps],
                   representative_data=evs.calibration, suite=args.suite, eval_set=evs.description,
