@@ -149,6 +149,7 @@ def _zoo_path(text: str) -> str:
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     from qrobust_keras import zoo
+    from qrobust_keras.zoo import cards
 
     if args.action == "show":
         if not args.name:
@@ -161,7 +162,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     for name in names:
         c = zoo.card(name)
         worst = ", ".join(f"{b} {100 * v:.1f}%" for b, v in c["robust_accuracy"].items())
-        print(f"{name:20s} {c['dataset']:16s} clean {100 * c['clean_accuracy']:.1f}%; worst case ({c['suite']}): "
+        print(f"{name:20s} {c['dataset']:16s} clean {100 * c['clean_accuracy']:.1f}%; worst case "
+              f"({cards.suite_status(c)}): "
               f"{worst}; int8 {c['int8'].get('file_bytes') or 0:,} B")
     return 0
 

@@ -296,3 +296,12 @@ def test_publish_budget_selection_names_what_it_refuses():
         _pick_budgets(parser, "--eps", "0.3", spec["eps"], "x")
     with pytest.raises(SystemExit):  # a Speech Commands entry needs its data folder, not CIFAR-10's
         main(["ds_cnn_int4_at", "--cifar10", "/nonexistent"])
+
+
+def test_zoo_list_shows_each_cards_suite_status(capsys):
+    from qrobust_keras.cli import main
+
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in zoo.list():  # a card of earlier suite settings says so here too, not just "standard"
+        assert f"{name}" in out and f"worst case ({cards.suite_status(zoo.card(name))})" in out
