@@ -52,18 +52,20 @@ class HistoryCSV(keras.callbacks.Callback):
 
     Unlike ``keras.callbacks.CSVLogger(append=True)``, rows of epochs that a resumed run repeats are replaced, not
     duplicated: when epoch ``e`` ends, rows with epoch >= ``e`` are dropped before the new row is written. Each row
-    also carries the learning rate and the wall seconds of the epoch.
+    also carries the learning rate, the wall seconds of the epoch and its CPU seconds (``time.process_time``: every
+    thread of the process, none of the time it was stopped or waiting for a shared machine).
     """
 
     def __init__(self, path: str):
         super().__init__()
         self.path = path
         self._start = 0.0
+        self._cpu = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         import time
 
-        self._start = time.time()
+        self._start, self._cpu = time.time(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         import csv
@@ -79,6 +81,7 @@ class HistoryCSV(keras.callbacks.Callback):
         except (AttributeError, TypeError, ValueError):
             pass
         row["seconds"] = round(time.time() - self._start, 2)
+        row["cpu_seconds"] = round(time.process_time() - self._cpu, 2)
         row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
         rows.append(row)
         keys: list[str] = []

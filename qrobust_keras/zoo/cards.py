@@ -122,8 +122,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     train = card.get("training") or {}
     if train:
         lines += ["", "## Training", "", f"- data: {train.get('data', '?')} (sha256 {train.get('data_sha256', '?')})",
-                  f"- {train.get('epochs', '?')} epochs, {train.get('wall_seconds', 0) / 60:.0f} min wall time on "
-                  f"{train.get('machine', '?')}"]
+                  f"- {train.get('epochs', '?')} epochs, {train.get('wall_seconds', 0) / 60:.0f} min wall time"
+                  + (f" ({train['cpu_seconds'] / 60:.0f} min of CPU time)" if train.get("cpu_seconds") else "")
+                  + f" on {train.get('machine', '?')}"]
         if train.get("init_weights"):
             lines.append(f"- started from: {train['init_weights']}")
     recipe = card.get("recipe")

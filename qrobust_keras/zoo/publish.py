@@ -95,6 +95,9 @@ def _training_facts(run_dir: str | None, train_data: str | None) -> tuple[dict[s
     info = config.get("run_info", {})
     facts = {"data": info.get("source"), "n_train": info.get("n_train"), "n_validation": info.get("n_test"),
              "epochs": len(rows), "wall_seconds": round(sum(r.get("seconds", 0.0) for r in rows), 1),
+             # CPU time of every epoch when the history has it (runs started before it was recorded lack it)
+             "cpu_seconds": round(sum(r["cpu_seconds"] for r in rows), 1)
+             if rows and all("cpu_seconds" in r for r in rows) else None,
              "final_val_accuracy": rows[-1].get("val_accuracy") if rows else None,
              "started": config.get("started"), "finished": config.get("finished"), "machine": _machine(),
              "init_weights": (config.get("init_weights") or {}).get("path")}
