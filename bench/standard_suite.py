@@ -91,16 +91,16 @@ def _save_cache(path: str, cache: dict) -> None:
         atomic_write(path, json.dumps(cache, indent=0))
 
 
-def _chunk(model, name: str, x: np.ndarray, y: np.ndarray, eps: float, k: int, count: int, block: int,
-           skip_art: bool, cache: dict, cache_path: str) -> None:
-    """Measure chunk ``k`` of ``count`` (ours, then ART) unless the cache holds it; save each result at once."""
+def _chunk(model, name: str, label: str, x: np.ndarray, y: np.ndarray, eps: float, k: int, count: int, block: int,
+           skip_art: bool, cache: dict, cache_path: str) -> dict:
+    """Chunk ``k`` of ``count`` (ours, then ART), measured unless the cache holds it, each result saved at once;
+    returns its cache entry."""
     from qrobust_keras.attacks.gradients import predict_labels
     from qrobust_keras.evaluation import evaluate_robustness
     from qrobust_keras.evaluation.suite import suite_plan
 
     start, stop = k * block, min(len(x), (k + 1) * block)
-    key = f"{name}|{eps * 255:g}/255|{start}:{stop}"
-    entry = cache.setdefault(key, {})
+    entry = cache.setdefault(f"{name}|{label}|{start}:{stop}", {})
     settings = json.loads(json.dumps(suite_plan("standard").attack_kwargs, default=str))
     if entry.get("ours", {}).get("settings") != settings:
         t0 = time.perf_counter()
@@ -116,6 +116,7 @@ def _chunk(model, name: str, x: np.ndarray, y: np.ndarray, eps: float, k: int, c
         ok = (predict_labels(model, xs, block) == ys) & (predict_labels(model, x_adv, block) == ys)
         entry["art"] = {"robust": [bool(v) for v in ok], "seconds": seconds, "load1": os.getloadavg()[0]}
         _save_cache(cache_path, cache)
+    return entry
 
 
 def _row(name: str, eps_label: str, entries: list[dict]) -> dict:
@@ -171,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in _models(data, args.model, reference=not args.skip_reference).items():
         for k_eps in [float(v) for v in args.eps.split(",")]:
             eps, label = k_eps / 255, f"{k_eps:g}/255"
-            for k in range(count):
-                _chunk(model, name, x, y, eps, k, count, block, args.skip_art, cache, args.cache)
-            row = _row(name, label, [cache[f"{name}|{label}|{k * block}:{min(len(x), (k + 1) * block)}"]
-                                     for k in range(count)])
+            row = _row(name, label, [_chunk(model, name, label, x, y, eps, k, count, block, args.skip_art, cache,
+                                            args.cache) for k in range(count)])
             rows.append(row)
             art = row.get("art")
             if art is not None:

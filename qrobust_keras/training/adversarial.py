@@ -139,10 +139,10 @@ class AdversarialTraining(TrainStepHook):
 
     Each step, the rows :func:`attacked_rows` picks (a fraction ``ratio`` spread evenly over the global batch) are
     attacked in-graph with an L-inf attack on the cross-entropy of the logits (taken before the softmax; gradients
-    through QKeras quantizers are the straight-through surrogate); the model then takes its usual training step on the mixed batch with its
-    compiled loss, ``sample_weight`` and ``class_weight`` (labels and weights stay with their samples). Mixing clean and
-    adversarial examples in one batch follows Kurakin, Goodfellow, Bengio 2017 (arXiv 1611.01236); ``ratio=1`` is
-    Madry et al.'s pure adversarial training (arXiv 1706.06083).
+    through QKeras quantizers are the straight-through surrogate); the model then takes its usual training step on
+    the mixed batch with its compiled loss, ``sample_weight`` and ``class_weight`` (labels and weights stay with their
+    samples). Mixing clean and adversarial examples in one batch follows Kurakin, Goodfellow, Bengio 2017 (arXiv
+    1611.01236); ``ratio=1`` is Madry et al.'s pure adversarial training (arXiv 1706.06083).
 
     * ``attack="pgd"``: random start uniform in the eps-ball, ``steps`` signed-gradient steps of ``step_size``
       (default ``2.5 * eps / steps``), projection onto the eps-ball and ``[clip_min, clip_max]``.

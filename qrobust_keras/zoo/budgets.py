@@ -24,15 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import num_classes
 from qrobust_keras._files import atomic_write
 
-__all__ = ["evaluate_per_budget", "reusable_budgets", "n_classes"]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)
+__all__ = ["evaluate_per_budget", "reusable_budgets"]
 
 
 def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[float], *, suite: str, seed: int,
@@ -63,7 +58,7 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
     # standard suite before Square's restarts) is evaluated again.
     key = {"model_sha256": model_sha256, "suite": suite, "seed": seed, "n": int(len(x)), "scale": scale,
            "labels_sha256": hashlib.sha256(np.asarray(y).tobytes()).hexdigest(),
-           "attack_kwargs": json.loads(json.dumps(suite_plan(suite, n_classes(model)).attack_kwargs)),
+           "attack_kwargs": json.loads(json.dumps(suite_plan(suite, num_classes(model)).attack_kwargs)),
            **({} if inputs == "model" else {"inputs": inputs})}
     reports = []
     for e in eps:
@@ -87,7 +82,7 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
                                      clip_max=clip[1], verbose=verbose, model_name=name)
         if path is not None:
             os.makedirs(cache, exist_ok=True)
-            atomic_write(path, json.dumps({"key": key, "report": report.to_dict()}, default=_json_default))
+            atomic_write(path, json.dumps({"key": key, "report": report.to_dict()}))
         reports.append(report)
     return RobustnessReport.concat(reports)
 
@@ -103,7 +98,7 @@ def reusable_budgets(reuse: Any, model: Any, x: np.ndarray, y: np.ndarray, *, su
     st = reuse.settings
     clean = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1) == np.asarray(y).reshape(-1)
     checks = {"model": st.get("model_sha256") == model_fingerprint(model), "suite": st.get("suite") == suite,
-              "suite settings": settings_are_current(suite, st.get("attack_kwargs"), n_classes(model)),
+              "suite settings": settings_are_current(suite, st.get("attack_kwargs"), num_classes(model)),
               "seed": st.get("seed") == seed, "scale": st.get("scale") == scale,
               "clip": (st.get("clip_min"), st.get("clip_max")) == tuple(clip),
               "samples": reuse.n == len(x) and list(reuse.clean_correct) == clean.tolist()}
@@ -114,7 +109,3 @@ def reusable_budgets(reuse: Any, model: Any, x: np.ndarray, y: np.ndarray, *, su
         return {}
     return {part.eps[0]: part for part in reuse.split()}
 
-
-def n_classes(model: Any) -> int:
-    """The number of classes ``model`` scores (its output width)."""
-    return int(model.output_shape[-1])

@@ -54,17 +54,16 @@ def _budget_value(label: str) -> float:
         return float("inf")
 
 
-_CLASSES = {"cifar10": 10, "svhn": 10, "speech_commands": 12}
-
-
 def suite_status(card: dict[str, Any]) -> str:
     """The card's suite as shown: its name when it ran with this version's settings of that suite; otherwise the name
     and "(earlier settings: an upper bound until republished)", since a suite that has been strengthened since (the
     standard suite's Square restarts) may leave more points robust than today's would."""
+    from qrobust_keras.data import CIFAR10_CLASSES, SPEECH_COMMANDS_LABELS
     from qrobust_keras.evaluation.suite import settings_are_current
 
+    classes = len(SPEECH_COMMANDS_LABELS if card["dataset"] == "speech_commands" else CIFAR10_CLASSES)  # SVHN: 10
     recorded = (card.get("suite_settings") or {}).get("attack_kwargs")
-    if recorded is None or settings_are_current(card["suite"], recorded, _CLASSES.get(card["dataset"], 10)):
+    if recorded is None or settings_are_current(card["suite"], recorded, classes):
         return card["suite"]
     return f"{card['suite']} (earlier settings: an upper bound until republished)"
 
@@ -97,7 +96,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += ["**Not yet measured:** " + ", ".join(card["budgets_pending"]) + " (the evaluation of these budgets "
                   "has not been run on this file)", ""]
     lines += [f"- dataset: {card['dataset']}; input: {card.get('input', '?')}",
-              f"- evaluation: {card['eval_samples']} samples ({card.get('eval_set', '?')}); suite: **{suite_status(card)}**",
+              f"- evaluation: {card['eval_samples']} samples ({card.get('eval_set', '?')}); "
+              f"suite: **{suite_status(card)}**",
               f"- library {card.get('library_version', '?')}, TensorFlow {card.get('tensorflow', '?')}, QKeras "
               f"{card.get('qkeras', '?')}", "",
               "## Accuracy", "", "| | clean | " + " | ".join(f"eps {b}" for b in budgets) + " |",

@@ -73,8 +73,10 @@ def load_eval_set(dataset: str, folder: str) -> EvalSet:
         calib, _ = qdata.read_pickle_batch(os.path.join(path, "data_batch_1"))
         return EvalSet((x.astype(np.float32) / 255.0, y), calib[:500].astype(np.float32) / 255.0, description,
                        input_text)
-    feats, labels, paths = qdata.load_speech_commands(folder, split="all", return_paths=True, verbose=0)
-    waves = qdata.load_speech_commands(folder, split="all", features="waveform", verbose=0)[0]
+    # the clips are read once; their MFCCs are those load_speech_commands(features="mfcc") computes (same function)
+    waves, labels, paths = qdata.load_speech_commands(folder, split="all", features="waveform", return_paths=True,
+                                                      verbose=0)
+    feats = qdata.mfcc(waves)
     parts = qdata.speaker_disjoint_split(paths, validation_fraction=0.1, test_fraction=0.2, seed=0)
     test, train = parts["test"], parts["train"]
     folded = waves[test].reshape(-1, *qdata.WAVEFORM_FOLD).astype(np.float32)

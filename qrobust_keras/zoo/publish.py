@@ -200,12 +200,11 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
     report = evaluate_per_budget(model, x, y, list(eps), suite=suite, seed=seed, scale=scale, clip=(lo, hi),
                                  name=name, cache=cache, model_sha256=model_sha256, verbose=verbose, reuse=reuse)
     report.to_json(os.path.join(entry, "evaluation.json"))
-    labels = report.settings["eps_labels"]
-    robust, per_attack = dict(zip(labels, report.robust_accuracy)), {a: dict(zip(labels, acc))
-                                                                      for a, acc in report.accuracy.items()}
-    if waveform_data is not None:  # one model file, two inputs: the budgets say which one they perturb
-        robust = {f"MFCC {b}": v for b, v in robust.items()}
-        per_attack = {a: {f"MFCC {b}": v for b, v in row.items()} for a, row in per_attack.items()}
+    # one model file, two inputs for audio: then every budget label says which input it perturbs
+    prefix = "" if waveform_data is None else "MFCC "
+    labels = [prefix + b for b in report.settings["eps_labels"]]
+    robust = dict(zip(labels, report.robust_accuracy))
+    per_attack = {a: dict(zip(labels, acc)) for a, acc in report.accuracy.items()}
     if waveform_data is not None and len(waveform_eps):
         wave = evaluate_per_budget(waveform_model(model), *waveform_data, list(waveform_eps), suite=suite, seed=seed,
                                    scale="audio", clip=(-1.0, 1.0), name=f"{name} (waveform)", cache=cache,
@@ -234,9 +233,8 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
         "training": training, "recipe": recipe, "library_version": __version__, "tensorflow": tf.__version__,
         "qkeras": getattr(qkeras, "__version__", "0.9.0"), "python": sys.version.split()[0],
         "evaluation_seconds": round(time.time() - start, 1), "commands": list(commands),
-        "budgets_pending": [("MFCC " if waveform_data is not None else "") + format_eps(e, "inf", scale)
-                            for e in pending_eps] + [f"waveform {format_eps(e, 'inf', 'audio')}"
-                                                     for e in pending_waveform_eps],
+        "budgets_pending": [prefix + format_eps(e, "inf", scale) for e in pending_eps]
+                           + [f"waveform {format_eps(e, 'inf', 'audio')}" for e in pending_waveform_eps],
     }
     card["targets"] = evaluate_targets(card, targets)
     card["files"] = {f: zoo.sha256_file(os.path.join(entry, f)) for f in sorted(os.listdir(entry))}
@@ -354,11 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = {"cifar10": args.cifar10, "speech_commands": args.speech_commands}[spec["dataset"]]
     if not folder:
         p.error(f"{args.name} is a {spec['dataset']} model: pass --{spec['dataset'].replace('_', '-')} DIR")
-    evs = load_eval_set(spec["dataset"], folder)
     eps = _pick_budgets(p, "--eps", args.eps, spec["eps"], args.name)
     if not eps:
         p.error(f"--eps {args.eps!r}: a card needs at least one budget of the model's own input ({spec['eps']})")
     wave_eps = _pick_budgets(p, "--waveform-eps", args.waveform_eps, spec.get("waveform_eps", []), args.name)
+    evs = load_eval_set(spec["dataset"], folder)  # after every argument check: reading the clips takes a while
     common = dict(dataset=spec["dataset"], eps=eps, pending_eps=[e for e in spec["eps"] if e not in eps],
                   representative_data=evs.calibration, suite=args.suite, eval_set=evs.description,
                   purpose=spec["purpose"], input_description=evs.input, commands=spec["commands"],

@@ -69,7 +69,8 @@ def _weights(path) -> list[np.ndarray]:
 # weight by weight: reordered float sums move an int4 activation across a rounding threshold here and there, and
 # the forward pass then differs by a whole level (one step of int4_at: 91% of the weights within tolerance, with
 # or without adversarial training); test_a_killed_multi_worker_job_... trains int4_at on two workers.
-@pytest.mark.parametrize("recipe, overrides", [("mlcommons", {"at_eps": 2 / 255, "at_ratio": 0.5})])
+@pytest.mark.parametrize("recipe, overrides", [
+    ("mlcommons", {"at_eps": 2 / 255, "at_ratio": 0.5})])
 def test_two_workers_train_the_same_weights_as_one_process_on_the_global_batch(tmp_path, recipe, overrides):
     ports = _free_ports(2)
     out = tmp_path / "run"
@@ -81,7 +82,8 @@ def test_two_workers_train_the_same_weights_as_one_process_on_the_global_batch(t
     for w, (stdout, stderr) in zip(workers, logs):
         assert w.returncode == 0 and "REPLICAS 2" in stdout, stderr[-3000:]
     single = subprocess.run([sys.executable, "-c", DRIVER, "default", str(tmp_path / "single"),
-                             str(tmp_path / "single.npz"), recipe, json.dumps(overrides)], capture_output=True, text=True, timeout=600)
+                             str(tmp_path / "single.npz"), recipe, json.dumps(overrides)],
+                            capture_output=True, text=True, timeout=600)
     assert single.returncode == 0 and "REPLICAS 1" in single.stdout, single.stderr[-3000:]
     w0, w1, ws = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz"), _weights(tmp_path / "single.npz")
     for a, b in zip(w0, w1):
