@@ -16,14 +16,17 @@ The work is cut into chunks of ``--batch-size`` consecutive images (our suite's 
 together are, sample by sample, the unsharded evaluation); each chunk runs ours and then ART on the same images, and
 its per-sample results and seconds are written to ``--cache`` at once. A killed run started again with the same
 command skips what the cache holds, so the hours ART needs on 1,017 images can be spread over several runs. A
-budget's row is printed, and its goals recorded, once every chunk of both libraries is measured.
+budget's row is printed, and its goals recorded, once every chunk of both libraries is measured. The default cache,
+``bench/standard_suite_cache.json``, is committed with the measurements it holds (like ``bench/results.jsonl``), so
+the work survives a new machine; each chunk names its load average, and ours is re-measured when the suite's
+settings change.
 
 The machine is often shared: ratios taken chunk by chunk, side by side, are what to compare; repeat runs differ by
 10-30%.
 
 Usage:
     .venv/bin/python bench/standard_suite.py [--data ../shared/data] [--model runs/resnet8_int4_at2/model.h5]
-        [--n 1017] [--eps 1,2,8] [--skip-art] [--skip-reference] [--cache runs/bench_standard_suite.json]
+        [--n 1017] [--eps 1,2,8] [--skip-art] [--skip-reference] [--cache bench/standard_suite_cache.json]
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ def _load_cache(path: str) -> dict:
 def _save_cache(path: str, cache: dict) -> None:
     from qrobust_keras._files import atomic_write
 
-    if path:
-        atomic_write(path, json.dumps(cache, indent=0))
+    if path:  # one line per chunk: the committed file's diffs show which chunks a run added
+        lines = [f"{json.dumps(key)}: {json.dumps(cache[key])}" for key in sorted(cache)]
+        atomic_write(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def _chunk(model, name: str, label: str, x: np.ndarray, y: np.ndarray, eps: float, k: int, count: int, block: int,
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256, help="batch size and chunk size (default 256)")
     p.add_argument("--skip-art", action="store_true", help="ours only")
     p.add_argument("--skip-reference", action="store_true", help="only the adversarially trained model")
-    p.add_argument("--cache", default=str(REPO / "runs" / "bench_standard_suite.json"),
+    p.add_argument("--cache", default=str(REPO / "bench" / "standard_suite_cache.json"),
                    help="per-chunk results, written as they are measured and reused by a rerun ('' for none)")
     p.add_argument("--json", default=None, help="also write the finished rows here")
     args = p.parse_args(no_record_flag(argv))
