@@ -94,9 +94,10 @@ def record(goal: str, value: float, context: str = "") -> str:
     if goal not in GOALS:
         raise KeyError(f"goal must be one of {sorted(GOALS)}; got goal={goal!r}")
     g = GOALS[goal]
+    value = float(value)  # a numpy scalar would make "holds" a numpy bool, which json cannot write
     verdict = f"{value:.3g} (goal {g.op} {g.target:g}): {'holds' if holds(goal, value) else 'MISSED'}"
     if os.environ.get("QROBUST_BENCH_NO_RECORD") != "1":
-        row = {"goal": goal, "context": context, "value": float(value), "holds": holds(goal, value),
+        row = {"goal": goal, "context": context, "value": value, "holds": bool(holds(goal, value)),
                "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "cpu": _cpu(), "load1": round(os.getloadavg()[0], 2),
                "script": pathlib.Path(sys.argv[0]).name}

@@ -18,6 +18,7 @@ finite-difference model's Jacobian norm within 10% of the fused model's.
 
 Usage:
     .venv/bin/python bench/jacobian_fd.py [--data ../shared/data] [--part step,train] [--epochs 4] [--train 4096]
+        [--weight 1e-7]
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def train_comparison(data: pathlib.Path, epochs: int, n_train: int, weight: floa
           f"[{per_layer.min():.3f}, {per_layer.max():.3f}]; reduction from no JR: fused "
           f"{fused['logits'] / plain['logits']:.3f}, finite_difference {fd['logits'] / plain['logits']:.3f} (logits)")
     print(f"goal: within 10% of fused -> {'met' if ok else 'NOT met'}")
+    context = f"float ResNet-8, lambda {weight:g}"
     print(f"recorded (finite_difference at most 10% above fused): logits "
-          f"{record('jr_fd_norm_vs_fused', logits, 'float ResNet-8, logits')}; per layer mean "
-          f"{record('jr_fd_norm_vs_fused', float(per_layer.mean()), 'float ResNet-8, per-layer mean')}")
+          f"{record('jr_fd_norm_vs_fused', logits, f'{context}, logits')}; per layer mean "
+          f"{record('jr_fd_norm_vs_fused', float(per_layer.mean()), f'{context}, per-layer mean')}")
     return ok
 
 
@@ -121,7 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--part", default="step,train")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train", type=int, default=4096, help="training images (part 2)")
-    parser.add_argument("--weight", type=float, default=0.05, help="lambda of every layer (part 2)")
+    # 1e-7 is the calibrated lambda: the penalty costs the fused model about 7 points of clean accuracy, so the task
+    # loss still matters; from 1e-6 up the penalty dominates and the comparison measures only descent speed
+    parser.add_argument("--weight", type=float, default=1e-7, help="lambda of every layer (part 2, default 1e-7)")
     parser.add_argument("--fd-step", type=float, default=None, help="h of part 2 (default: the library's)")
     args = parser.parse_args(no_record_flag(argv))
     data = pathlib.Path(args.data)
