@@ -418,3 +418,19 @@ def test_init_weights_mlcommons_starts_stq_jr_from_the_official_float_weights(tm
     assert len(copy_weights_by_name(kws, build_model(kws_recipe))) == len([lay for lay in kws.layers if lay.weights])
     with pytest.raises(ValueError, match="init_weights must be a saved model path.*got int 3"):
         _initial_model(3, recipe)
+
+
+def test_init_weights_zoo_starts_from_a_shipped_model():
+    """'zoo:NAME' starts training from a zoo entry's weights (sha256 checked, recorded in run_config.json); an
+    unknown name is refused with the available ones."""
+    from qrobust_keras import zoo
+    from qrobust_keras.recipes.run import _initial_model
+
+    recipe = get_recipe("int4_at", at_eps=8 / 255)
+    model, described = _initial_model("zoo:resnet8_int4_at2", recipe)
+    shipped = zoo.card("resnet8_int4_at2")["files"]["model.h5"]
+    assert described == f"zoo:resnet8_int4_at2 (sha256 {shipped})"
+    for got, want in zip(model.get_weights(), zoo.load("resnet8_int4_at2").get_weights()):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(zoo.ZooError, match="name='nope' is not a zoo model; available: .*resnet8_int4_at2"):
+        _initial_model("zoo:nope", recipe)

@@ -162,10 +162,15 @@ def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[ker
         return model, "mlcommons:" + os.path.abspath(path or os.environ["QROBUST_MLCOMMONS_DIR"])
     from qrobust_keras.models import load_model
 
+    if init_weights.startswith("zoo:"):  # a shipped model (sha256 checked): e.g. fine-tune the 2/255 entry at 8/255
+        from qrobust_keras import zoo
+
+        path = zoo.resolve(init_weights)
+        return load_model(path, compile=False), f"{init_weights} (sha256 {zoo.sha256_file(path)})"
     if not os.path.exists(init_weights):
         raise FileNotFoundError(f"init_weights={init_weights!r} does not exist; pass a saved model (.h5/.keras file "
-                                "or SavedModel folder), e.g. an earlier run's model.h5, or 'mlcommons[:PATH]' for "
-                                "the official MLCommons Tiny weights")
+                                "or SavedModel folder), e.g. an earlier run's model.h5, 'zoo:NAME' for a zoo "
+                                "model or 'mlcommons[:PATH]' for the official MLCommons Tiny weights")
     return load_model(init_weights, compile=False), os.path.abspath(init_weights)
 
 
