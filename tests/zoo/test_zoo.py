@@ -107,6 +107,38 @@ def test_an_interrupted_publish_resumes_from_the_budgets_it_evaluated(published,
         assert json.loads((folder / "cache" / name).read_text())["key"]["model_sha256"] == model_sha
 
 
+def test_a_budget_killed_between_seed_blocks_resumes_at_the_block_it_was_in(published, images, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Each seed block's report is kept as soon as it is computed; a rerun takes the finished blocks, evaluates the
+    rest, and the joined report is per sample the unsharded evaluation with the same blocks."""
+    import qrobust_keras.evaluation as evaluation
+    from qrobust_keras.zoo.budgets import evaluate_per_budget
+
+    x, y = images
+    model = zoo.load("tiny", str(published[0] / "zoo"))
+    kwargs = dict(suite="quick", seed=0, scale="image", clip=(0.0, 1.0), name="tiny", cache=str(tmp_path),
+                  model_sha256="ab" * 32, verbose=1, block=8)
+    real = evaluation.evaluate_robustness
+
+    def killed_in_block_two(*args, **kw):
+        if kw.get("shard") == (1, 2):
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate_robustness", killed_in_block_two)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_per_budget(model, x, y, [8 / 255], **kwargs)
+    assert [f.endswith(".block0of2.json") for f in os.listdir(tmp_path)] == [True]
+    monkeypatch.setattr(evaluation, "evaluate_robustness", real)
+    capsys.readouterr()
+    report = evaluate_per_budget(model, x, y, [8 / 255], **kwargs)
+    assert "seed block 1 of 2 taken from" in capsys.readouterr().out
+    whole = real(model, x, y, eps=[8 / 255], suite="quick", seed=0, batch_size=8, verbose=0)
+    assert report.robust == whole.robust and report.broken_by == whole.broken_by
+    assert report.robust_accuracy == whole.robust_accuracy
+    assert len(os.listdir(tmp_path)) == 1  # the budget's report; its block files are gone
+
+
 def test_an_entry_is_republished_from_its_own_files_with_more_budgets(published, images, tmp_path, capsys):
     import shutil
 
