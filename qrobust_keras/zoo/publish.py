@@ -193,6 +193,11 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
     model = load_model(os.path.join(entry, zoo.MODEL_FILE), compile=False)   # every number is of the shipped file
     tflite, exported = export_files(model, "model", entry, representative_data=representative_data, int8=True,
                                     fidelity_data=(x, y))
+    # the exporter names the absolute path it wrote to (here a hidden scratch folder); the shipped report names the
+    # file, so it is the same on every machine
+    exported["export"]["path"] = zoo.TFLITE_FILE
+    atomic_write(os.path.join(entry, "export.json"),
+                 json.dumps({k: v for k, v in exported.items() if k != "markdown"}, indent=2, default=str))
     runtimes = compare_runtimes(tflite, x, y, runtimes=("litert", "litert-reference"))
     lo, hi = (0.0, 1.0) if scale == "image" else (float(np.min(x)), float(np.max(x)))
     cache = cache or (None if run_dir is None else os.path.join(run_dir, "zoo_eval"))

@@ -59,6 +59,8 @@ def test_the_card_holds_what_the_shipped_files_measure(published, images):
     tfl = TFLiteModel(zoo.tflite_path("tiny", root))
     assert card["int8"]["accuracy"] == pytest.approx(float(np.mean(tfl.predict(x).argmax(1) == y)))
     assert card["int8"]["file_bytes"] == os.path.getsize(zoo.tflite_path("tiny", root))
+    exported = json.load(open(os.path.join(root, "tiny", "export.json")))
+    assert exported["export"]["path"] == "model.int8.tflite"  # not the machine's scratch folder
     report = qrk.evaluation.RobustnessReport.from_dict(json.load(open(os.path.join(root, "tiny",
                                                                                     "evaluation.json"))))
     assert list(card["robust_accuracy"].values()) == pytest.approx(report.robust_accuracy)
