@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the weights of this saved model (layer names must match), e.g. an stq_jr "
                         "run's model.h5 for adversarial fine-tuning with --recipe stq_jr_at, or zoo:NAME (a shipped "
                         "model); 'mlcommons' or 'mlcommons:DIR' starts from the official MLCommons Tiny float "
-                        "weights (DIR defaults to $QROBUST_MLCOMMONS_DIR); 'none' trains from random weights (default: the recipe's start, "
-                        "'mlcommons' for int4_at, random weights for the others)")
+                        "weights (DIR defaults to $QROBUST_MLCOMMONS_DIR); 'none' trains from random weights "
+                        "(default: the recipe's start, 'mlcommons' for int4_at, random weights for the others)")
     p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
                    help="tf.distribute strategy: default (one device), mirrored (the GPUs of this machine), "
                         "multi-worker (several processes or machines, from $TF_CONFIG; run the same command on "
