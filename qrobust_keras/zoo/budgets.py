@@ -76,22 +76,19 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
             continue
         tag = "" if inputs == "model" else f"{inputs}_"
         path = None if cache is None else os.path.join(cache, f"{model_sha256[:16]}_{tag}{suite}_{e:.8f}.json")
-        if path is not None and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
-            if saved.get("key") == key:
-                reports.append(RobustnessReport.from_dict(saved["report"]))
-                if verbose:
-                    print(f"{name}: eps {e:.6g} taken from {path}")
-                continue
+        cached = _read_cached(path, key)
+        if cached is not None:
+            reports.append(cached)
+            if verbose:
+                print(f"{name}: eps {e:.6g} taken from {path}")
+            continue
         report = _evaluate_by_block(
             lambda shard: evaluate_robustness(model, x, y, eps=[e], suite=suite, seed=seed, scale=scale,
                                               clip_min=clip[0], clip_max=clip[1], verbose=verbose, model_name=name,
                                               shard=shard, batch_size=None if block == BLOCK else block),
             len(x), block, path, key, verbose, f"{name}: eps {e:.6g}")
         if path is not None:
-            os.makedirs(cache, exist_ok=True)
-            atomic_write(path, json.dumps({"key": key, "report": report.to_dict()}))
+            _write_cached(path, key, report)
             _remove_blocks(path)
         reports.append(report)
     return RobustnessReport.concat(reports)
@@ -111,20 +108,32 @@ def _evaluate_by_block(evaluate: Any, n: int, block: int, path: str | None, key:
     parts = []
     for k in range(count):
         part_path = None if path is None else f"{path[:-len('.json')]}.block{k}of{count}.json"
-        if part_path is not None and os.path.exists(part_path):
-            with open(part_path, encoding="utf-8") as f:
-                saved = json.load(f)
-            if saved.get("key") == key:
-                parts.append(RobustnessReport.from_dict(saved["report"]))
-                if verbose:
-                    print(f"{label}: seed block {k + 1} of {count} taken from {part_path}")
-                continue
-        part = evaluate((k, count))
-        if part_path is not None:
-            os.makedirs(os.path.dirname(part_path) or ".", exist_ok=True)
-            atomic_write(part_path, json.dumps({"key": key, "report": part.to_dict()}))
+        part = _read_cached(part_path, key)
+        if part is not None:
+            if verbose:
+                print(f"{label}: seed block {k + 1} of {count} taken from {part_path}")
+        else:
+            part = evaluate((k, count))
+            if part_path is not None:
+                _write_cached(part_path, key, part)
         parts.append(part)
     return RobustnessReport.merge(parts)
+
+
+def _read_cached(path: str | None, key: dict):
+    """The report saved at ``path`` when it was saved under ``key``; otherwise None."""
+    from qrobust_keras.evaluation import RobustnessReport
+
+    if path is None or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    return RobustnessReport.from_dict(saved["report"]) if saved.get("key") == key else None
+
+
+def _write_cached(path: str, key: dict, report: Any) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write(path, json.dumps({"key": key, "report": report.to_dict()}))
 
 
 def _remove_blocks(path: str) -> None:
