@@ -30,12 +30,13 @@ ValueError: x must lie in [0, 1] (images: float pixels in [0, 1]); got values in
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 __all__ = ["check_int", "check_positive", "check_number", "num_classes", "check_input_batch", "image_range_of",
-           "check_input_shape", "IMAGE_RANGE", "WAVEFORM_RANGE"]
+           "check_input_shape", "parse_eps", "parse_eps_list", "IMAGE_RANGE", "WAVEFORM_RANGE"]
 
 _REAL = (int, float, np.integer, np.floating)
 
@@ -180,3 +181,37 @@ def check_input_shape(model: Any, x: np.ndarray, argument: str = "model") -> Non
     want = tuple(shape[1:])
     if len(want) != x.ndim - 1 or any(d is not None and d != s for d, s in zip(want, x.shape[1:])):
         raise ValueError(f"x has sample shape {x.shape[1:]} but {argument} expects {want}")
+
+
+def parse_eps(text: str) -> float:
+    """Parse one budget: ``"8/255"``, ``"0.03"``, ``"3e-2"`` or ``"2"`` (only when it is <= 1 after parsing).
+
+    Raises:
+        ValueError: text that is not a number or fraction, a zero denominator, or a value outside (0, 1] (images
+            are in [0, 1]; ``8`` suggests ``8/255``).
+    """
+    raw = str(text).strip()
+    if not raw:
+        raise ValueError("eps is empty; give a number like 0.03 or a fraction like 8/255")
+    try:
+        if raw.count("/") > 1:
+            raise ValueError("more than one '/'")
+        if "/" in raw:
+            num, den = raw.split("/", 1)
+            value = float(Fraction(num.strip()) / Fraction(den.strip()))
+        else:
+            value = float(Fraction(raw))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"eps={raw!r} is not a number or fraction; accepted forms: 8/255, 0.03, 3e-2") from exc
+    if not 0 < value <= 1:
+        hint = f" (did you mean {raw}/255?)" if value > 1 and "/" not in raw else ""
+        raise ValueError(f"eps must be in (0, 1] for inputs in [0, 1]; got eps={raw!r} = {value:g}{hint}")
+    return value
+
+
+def parse_eps_list(text: str) -> list[float]:
+    """Comma-separated budgets, e.g. ``"1/255,2/255,8/255"`` -> sorted unique floats."""
+    parts = [p for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"--eps needs at least one budget; got {text!r}")
+    return sorted(set(parse_eps(p) for p in parts))

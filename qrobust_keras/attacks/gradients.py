@@ -32,11 +32,9 @@ import numpy as np
 
 from qrobust_keras._checks import num_classes
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models.heads import leaf_layers, logits_model
+from qrobust_keras.models.heads import has_stochastic_quantizers, logits_model
 
-__all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "has_stochastic_quantizers",
-           "layer_is_stochastic",
-           "stochastic_scope", "mode_note", "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad",
+__all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "stochastic_scope", "mode_note", "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad",
            "loss_and_grad_fn", "project_tf", "normalize_tf", "random_start", "x_signature", "forward_fn", "scores_fn",
            "predict_labels", "set_eot_seed", "BestOverRestarts"]
 
@@ -76,29 +74,6 @@ def cached(model: keras.Model, key: tuple, build: Callable[[], Any]) -> Any:
 def get_logits_model(model: keras.Model) -> keras.Model:
     """Pre-softmax logits view of ``model`` (cached per model)."""
     return cached(model, ("logits_model",), lambda: logits_model(model))
-
-
-def _quantizer_is_stochastic(quantizer: Any) -> bool:
-    if quantizer is None:
-        return False
-    name = quantizer if isinstance(quantizer, str) else type(quantizer).__name__
-    if "stochastic" in str(name).lower():
-        return True
-    return bool(getattr(quantizer, "use_stochastic_rounding", False))
-
-
-def layer_is_stochastic(layer: Any) -> bool:
-    """True when the QKeras ``layer`` uses a stochastic quantizer (random under learning phase 1)."""
-    for attr in ("kernel_quantizer_internal", "bias_quantizer_internal", "depthwise_quantizer_internal",
-                 "pointwise_quantizer_internal", "quantizer", "activation"):
-        if _quantizer_is_stochastic(getattr(layer, attr, None)) and type(layer).__name__.startswith("Q"):
-            return True
-    return any(_quantizer_is_stochastic(q) for q in getattr(layer, "quantizers", []) or [])
-
-
-def has_stochastic_quantizers(model: keras.Model) -> bool:
-    """True when some QKeras layer of ``model`` uses a stochastic quantizer (random under learning phase 1)."""
-    return any(layer_is_stochastic(layer) for layer in leaf_layers(model))
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from fractions import Fraction
 
+from qrobust_keras._checks import parse_eps, parse_eps_list
 from qrobust_keras.attacks import registry
 from qrobust_keras.cli import commands
 
@@ -23,43 +23,10 @@ __all__ = ["build_parser", "parse_eps", "parse_eps_list", "parse_attacks", "pars
            "DATASETS", "ATTACKS"]
 
 RECIPES = ("mlcommons", "stq_jr", "stq_jr_at", "int4_at")  # a literal: parsing must not import TensorFlow
+AT_METHODS = ("pgd", "nfgsm", "trades")
 DATASETS = ("cifar10", "svhn", "speech_commands")
 # The attacks `qrobust evaluate` runs by name, from the registry (ART's decision-based attacks are left to the API).
 ATTACKS = tuple(a for a in registry.list_attacks() if a not in ("hopskipjump", "boundary", "zoo")) + ("apgd",)
-
-def parse_eps(text: str) -> float:
-    """Parse one budget: ``"8/255"``, ``"0.03"``, ``"3e-2"`` or ``"2"`` (only when it is <= 1 after parsing).
-
-    Raises:
-        ValueError: text that is not a number or fraction, a zero denominator, or a value outside (0, 1] (images
-            are in [0, 1]; ``8`` suggests ``8/255``).
-    """
-    raw = str(text).strip()
-    if not raw:
-        raise ValueError("eps is empty; give a number like 0.03 or a fraction like 8/255")
-    try:
-        if raw.count("/") > 1:
-            raise ValueError("more than one '/'")
-        if "/" in raw:
-            num, den = raw.split("/", 1)
-            value = float(Fraction(num.strip()) / Fraction(den.strip()))
-        else:
-            value = float(Fraction(raw))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ValueError(f"eps={raw!r} is not a number or fraction; accepted forms: 8/255, 0.03, 3e-2") from exc
-    if not 0 < value <= 1:
-        hint = f" (did you mean {raw}/255?)" if value > 1 and "/" not in raw else ""
-        raise ValueError(f"eps must be in (0, 1] for inputs in [0, 1]; got eps={raw!r} = {value:g}{hint}")
-    return value
-
-
-def parse_eps_list(text: str) -> list[float]:
-    """Comma-separated budgets, e.g. ``"1/255,2/255,8/255"`` -> sorted unique floats."""
-    parts = [p for p in str(text).split(",") if p.strip()]
-    if not parts:
-        raise ValueError(f"--eps needs at least one budget; got {text!r}")
-    return sorted(set(parse_eps(p) for p in parts))
-
 
 def parse_attacks(text: str) -> list[str]:
     """Comma-separated attack names of the registry (``apgd`` is APGD-CE)."""
@@ -171,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adversarial-training budget instead of the recipe's (e.g. 8/255; audio: MFCC units)")
     p.add_argument("--at-ratio", type=float, default=None, metavar="R",
                    help="fraction of each batch replaced by adversarial examples (default: the recipe's)")
+    p.add_argument("--robust-val", type=_usage_checked(parse_eps), default=None, metavar="EPS",
+                   help="after every epoch, measure the accuracy under PGD-10 at this budget on the first "
+                        "--robust-val-samples validation samples (history.csv column val_pgd_accuracy): shows "
+                        "catastrophic or robust overfitting")
+    p.add_argument("--robust-val-samples", type=int, default=256, metavar="N",
+                   help="validation samples --robust-val attacks (default 256)")
+    p.add_argument("--at-method", choices=AT_METHODS, default=None,
+                   help="adversarial examples for training: pgd (PGD with --at-ratio), nfgsm (single-step N-FGSM, de "
+                        "Jorge et al. 2022) or trades (default: the recipe's)")
     p.add_argument("--filters", type=int, default=None, metavar="F",
                    help="network width: ResNet-8 stacks of F, 2F, 4F filters, DS-CNN channels (default: the MLCommons "
                         "model's 16 / 64, the only width the official weights fit; wider needs --init-weights none)")

@@ -255,7 +255,7 @@ def evaluate_ensemble(ensemble: MixedPrecisionEnsemble, x: Any, y: Any, eps: flo
         An :class:`EnsembleRobustness`.
     """
     from qrobust_keras._checks import num_classes
-    from qrobust_keras.attacks.gradients import has_stochastic_quantizers
+    from qrobust_keras.models.heads import has_stochastic_quantizers
     from qrobust_keras.attacks.pgd import pgd
     from qrobust_keras.evaluation.common import check_inputs, predict_labels
 

@@ -195,7 +195,7 @@ def input_gradients(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 
 
 
 def _is_stochastic(model: Any) -> bool:
-    from qrobust_keras.attacks.gradients import has_stochastic_quantizers
+    from qrobust_keras.models.heads import has_stochastic_quantizers
 
     return bool(has_stochastic_quantizers(model))
 

@@ -163,11 +163,8 @@ def convert(model: keras.Model, representative_data: np.ndarray | None, int8: bo
 
 
 def _keras_scores(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    from qrobust_keras.attacks.gradients import scores_fn
-
-    forward = scores_fn(model)                 # the compiled forward pass the attacks on this model also use
-    return np.concatenate([forward(tf.constant(x[i:i + batch_size], tf.float32)).numpy()
-                           for i in range(0, len(x), batch_size)])
+    # Keras' own compiled inference pass (export sits below the attacks and does not share their cached one)
+    return np.asarray(model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0))
 
 
 def _logits_layer(clone: keras.Model) -> str | None:

@@ -19,6 +19,7 @@ import contextlib
 from typing import Any, Iterator
 
 from qrobust_keras._keras import keras
+from qrobust_keras.quantization.specs import layer_is_stochastic
 
 
 def _is_softmax_activation(activation) -> bool:
@@ -72,6 +73,11 @@ def leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from leaf_layers(layer)
         else:
             yield layer
+
+
+def has_stochastic_quantizers(model: keras.Model) -> bool:
+    """True when some QKeras layer of ``model`` uses a stochastic quantizer (random under learning phase 1)."""
+    return any(layer_is_stochastic(layer) for layer in leaf_layers(model))
 
 
 @contextlib.contextmanager

@@ -184,5 +184,23 @@ def quantizer_name(quantizer: Any) -> str:
     return "float" if quantizer is None else str(quantizer)
 
 
+def _quantizer_is_stochastic(quantizer: Any) -> bool:
+    if quantizer is None:
+        return False
+    name = quantizer if isinstance(quantizer, str) else type(quantizer).__name__
+    if "stochastic" in str(name).lower():
+        return True
+    return bool(getattr(quantizer, "use_stochastic_rounding", False))
+
+
+def layer_is_stochastic(layer: Any) -> bool:
+    """True when the QKeras ``layer`` uses a stochastic quantizer (random under learning phase 1)."""
+    for attr in ("kernel_quantizer_internal", "bias_quantizer_internal", "depthwise_quantizer_internal",
+                 "pointwise_quantizer_internal", "quantizer", "activation"):
+        if _quantizer_is_stochastic(getattr(layer, attr, None)) and type(layer).__name__.startswith("Q"):
+            return True
+    return any(_quantizer_is_stochastic(q) for q in getattr(layer, "quantizers", []) or [])
+
+
 __all__ = ["SPEC_NAMES", "ROLES", "QUANTIZER_TYPES", "validate_spec", "is_float_spec", "get_quantizer",
-           "quantizer_bits", "quantizer_name"]
+           "quantizer_bits", "quantizer_name", "layer_is_stochastic"]

@@ -86,7 +86,7 @@ def check_deterministic_forward(model: keras.Model) -> None:
         ValueError: a stochastic QKeras quantizer, a Dropout/noise layer with a nonzero rate, or a quantized
             activation; the message names the layer and the estimators that work.
     """
-    from qrobust_keras.attacks.gradients import layer_is_stochastic
+    from qrobust_keras.quantization.specs import layer_is_stochastic
     from qrobust_keras.models.heads import leaf_layers
 
     noise_layers = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,

@@ -318,7 +318,7 @@ def _pick_budgets(p: Any, option: str, text: str | None, budgets: Sequence[float
         return list(budgets)
     if text.strip().lower() == "none":
         return []
-    from qrobust_keras.cli.parsing import parse_eps_list
+    from qrobust_keras._checks import parse_eps_list
 
     wanted = parse_eps_list(text)
     unknown = [e for e in wanted if not any(abs(e - b) < 1e-9 for b in budgets)]
