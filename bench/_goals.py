@@ -62,6 +62,9 @@ GOALS: dict[str, Goal] = {g_id: Goal(*spec) for g_id, spec in {
                        "jacobian_overhead.py", 23),
     "jr_fd_norm_vs_fused": ("Jacobian norm after training with finite-difference JR / with fused JR (equal lambda)",
                             "<=", 1.1, "jacobian_fd.py", 23),
+    # training (bench/training_speed.py)
+    "at_pgd3_vs_qat": ("int4_at training step (PGD-3 on half of each batch) / plain QAT step of the same model",
+                       "<=", 2.75, "training_speed.py", 21),
     # deployment and data (bench/tflite_runner.py, bench/data_loading.py)
     "tflite_batched_vs_loop": ("TFLiteModel.predict batched / one invoke per sample: img/s", ">=", 2.0,
                                "tflite_runner.py", 6),

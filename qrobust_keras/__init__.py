@@ -38,6 +38,7 @@ _LAZY = {
     "jacobian_norm": ("qrobust_keras.regularizers", "jacobian_norm"),
     "AdversarialTraining": ("qrobust_keras.training", "AdversarialTraining"),
     "TRADES": ("qrobust_keras.training", "TRADES"),
+    "RobustValidation": ("qrobust_keras.evaluation", "RobustValidation"),
 }
 
 
@@ -65,5 +66,5 @@ def import_all() -> None:
 __all__ = [
     "quantization", "models", "data", "regularizers", "training", "recipes", "attacks", "evaluation", "defenses",
     "export", "load_model", "JacobianRegularization", "jacobian_norm", "AdversarialTraining", "TRADES",
-    "import_all", "__version__",
+    "RobustValidation", "import_all", "__version__",
 ]

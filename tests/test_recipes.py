@@ -51,7 +51,7 @@ def test_int4_at_is_adversarial_training_of_int4_kernels_from_the_official_weigh
     trades = trades_callbacks[-1]
     assert type(trades).__name__ == "TRADES"
     assert (trades.eps, trades.beta, trades.steps, trades.craft_mode) == (pytest.approx(2 / 255), 2.0, 3, "training")
-    with pytest.raises(ValueError, match="at_method must be 'pgd' or 'trades'; got at_method='mart'"):
+    with pytest.raises(ValueError, match=r"at_method must be one of \('pgd', 'nfgsm', 'trades'\); got at_method='mart'"):
         get_recipe("int4_at", at_method="mart")
     with pytest.raises(ValueError, match="trades_beta must be a finite number > 0; got trades_beta=-1"):
         get_recipe("int4_at", trades_beta=-1)
@@ -62,10 +62,22 @@ def test_int4_at_is_adversarial_training_of_int4_kernels_from_the_official_weigh
 def test_cli_recipe_choices_are_the_recipes():
     from qrobust_keras.cli import build_parser
     from qrobust_keras.recipes import RECIPES
+    from qrobust_keras.recipes.catalog import AT_METHODS
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     recipe_action = next(a for a in train._actions if a.dest == "recipe")
     assert tuple(recipe_action.choices) == RECIPES
+    method_action = next(a for a in train._actions if a.dest == "at_method")
+    assert tuple(method_action.choices) == AT_METHODS
+
+
+def test_nfgsm_recipe_builds_a_single_step_nfgsm_callback():
+    recipe = get_recipe("int4_at", at_method="nfgsm", at_eps=8 / 255, at_ratio=1.0)
+    _, callbacks = build_recipe(recipe)
+    at = callbacks[-1]
+    assert (type(at).__name__, at.attack, at.steps, at.ratio, at.noise) == ("AdversarialTraining", "nfgsm", 1, 1.0,
+                                                                            2.0)
+    assert at.step_size == pytest.approx(8 / 255)
 
 
 def test_stq_jr_resnet8_policy_and_model():

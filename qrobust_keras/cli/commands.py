@@ -32,14 +32,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     strategy = make_strategy(args.strategy)  # first: multi-worker collectives must be set up before other TF ops
     recipe = get_recipe(args.recipe, model=args.model, dataset=args.dataset, epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr, policy=args.policy,
-                        filters=args.filters, at_eps=args.at_eps, at_ratio=args.at_ratio)
+                        filters=args.filters, at_eps=args.at_eps, at_ratio=args.at_ratio,
+                        at_method=args.at_method)
     data = _load_data(args, n_train=args.train_samples, n_test=args.val_samples)
     if args.verbose:
         print(f"qrobust train: recipe {recipe.name} for {recipe.model} on {data.source}: {len(data.train[0])} "
               f"training and {len(data.test[0])} validation samples, {recipe.epochs} epochs, batch "
               f"{recipe.batch_size}; run folder {args.out}")
     fit_recipe(recipe, data.train, data.test if len(data.test[0]) else None, args.out, verbose=args.verbose,
-               run_info=data.describe(), init_weights=args.init_weights, strategy=strategy)
+               run_info=data.describe(), init_weights=args.init_weights, strategy=strategy,
+               robust_val_eps=args.robust_val, robust_val_samples=args.robust_val_samples)
     if args.verbose:
         print(f"qrobust train: done; model {os.path.join(args.out, FINAL_MODEL)}, history "
               f"{os.path.join(args.out, HISTORY_CSV)}")

@@ -89,8 +89,8 @@ def jr_layer_weights(recipe: Recipe, model: keras.Model) -> dict[str, float]:
 
 
 def recipe_callbacks(recipe: Recipe, model: keras.Model, clip_range: tuple[float, float] = (0.0, 1.0)) -> list:
-    """The callbacks carrying the recipe's schedule: learning rate, then JR and adversarial training (PGD or TRADES)
-    when enabled.
+    """The callbacks carrying the recipe's schedule: learning rate, then JR and adversarial training (PGD, N-FGSM or
+    TRADES) when enabled.
 
     Args:
         recipe: the recipe.
@@ -108,7 +108,8 @@ def recipe_callbacks(recipe: Recipe, model: keras.Model, clip_range: tuple[float
                                 clip_min=float(clip_range[0]), clip_max=float(clip_range[1]), seed=recipe.seed + 1,
                                 craft_mode=recipe.at_craft_mode))
     elif recipe.at_eps > 0:
-        callbacks.append(AdversarialTraining(attack="pgd", eps=float(recipe.at_eps), steps=recipe.at_steps,
+        steps = recipe.at_steps if recipe.at_method == "pgd" else None
+        callbacks.append(AdversarialTraining(attack=recipe.at_method, eps=float(recipe.at_eps), steps=steps,
                                              ratio=recipe.at_ratio, clip_min=float(clip_range[0]),
                                              clip_max=float(clip_range[1]), seed=recipe.seed + 1,
                                              craft_mode=recipe.at_craft_mode))

@@ -28,6 +28,7 @@ from qrobust_keras.quantization import QuantPolicy
 __all__ = ["Recipe", "RECIPES", "MODELS", "DATASETS", "LR_SCHEDULES", "RECIPE_NOTES", "get_recipe", "list_recipes"]
 
 RECIPES = ("mlcommons", "stq_jr", "stq_jr_at", "int4_at")
+AT_METHODS = ("pgd", "nfgsm", "trades")
 MODELS = ("resnet8", "ds_cnn")
 _MLCOMMONS_WIDTH = {"resnet8": 16, "ds_cnn": 64}  # the `filters` of the published models
 DATASETS = {"cifar10": "resnet8", "svhn": "resnet8", "speech_commands": "ds_cnn"}
@@ -119,7 +120,8 @@ class Recipe:
         at_craft_mode: the network adversarial examples are crafted against: ``"inference"`` or ``"training"``
             (:class:`~qrobust_keras.training.AdversarialTraining`'s ``craft_mode``).
         at_method: ``"pgd"``: :class:`~qrobust_keras.training.AdversarialTraining` (train on ``at_ratio`` of each
-            batch replaced by PGD examples); ``"trades"``: :class:`~qrobust_keras.training.TRADES` (clean loss plus
+            batch replaced by PGD examples); ``"nfgsm"``: the same with single-step N-FGSM examples (de Jorge et al.
+            2022; ``at_steps`` unused); ``"trades"``: :class:`~qrobust_keras.training.TRADES` (clean loss plus
             ``trades_beta`` times the KL divergence to the worst point of the eps-ball; ``at_ratio`` unused).
         trades_beta: weight of the TRADES KL term.
         augment_pad: zero padding (px) for random crops (0: no crop); images only.
@@ -215,8 +217,8 @@ class Recipe:
         if self.at_craft_mode not in ("inference", "training"):
             raise ValueError(f"at_craft_mode must be 'inference' or 'training'; "
                              f"got at_craft_mode={self.at_craft_mode!r}")
-        if self.at_method not in ("pgd", "trades"):
-            raise ValueError(f"at_method must be 'pgd' or 'trades'; got at_method={self.at_method!r}")
+        if self.at_method not in AT_METHODS:
+            raise ValueError(f"at_method must be one of {AT_METHODS}; got at_method={self.at_method!r}")
         if isinstance(self.trades_beta, bool) or not isinstance(self.trades_beta, (int, float)) or \
                 not 0 < self.trades_beta < math.inf:
             raise ValueError(f"trades_beta must be a finite number > 0; got trades_beta={self.trades_beta!r}")
@@ -287,7 +289,8 @@ def get_recipe(name: str, model: str | None = None, dataset: str = "cifar10", **
         name: ``"mlcommons"``, ``"stq_jr"``, ``"stq_jr_at"`` or ``"int4_at"``.
         model: ``"resnet8"`` or ``"ds_cnn"``; default: the dataset's model (ResNet-8 for images, DS-CNN for speech).
         dataset: ``"cifar10"``, ``"svhn"`` or ``"speech_commands"``.
-        **overrides: any :class:`Recipe` field, e.g. ``epochs=5`` (``None`` values are ignored).
+        **overrides: any :class:`Recipe` field, e.g. ``epochs=5`` (``None`` values are ignored;
+            ``init_weights="none"`` sets random initial weights).
 
     Raises:
         ValueError: unknown name/model/dataset, a model that does not fit the dataset, unknown override fields or
@@ -308,6 +311,8 @@ def get_recipe(name: str, model: str | None = None, dataset: str = "cifar10", **
         raise ValueError(f"unknown recipe field(s) {unknown}; fields: {sorted(fields)}")
     params = _base(name, model, dataset)
     given = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(given.get("init_weights"), str) and given["init_weights"].lower() == "none":
+        given["init_weights"] = None  # random weights: the one override whose value is None
     # the notes describe the named recipe's defaults; a run_config.json must not claim a default the run overrode
     changed = {k: v for k, v in given.items() if k != "notes" and params.get(k) != v}
     if changed and "notes" not in given:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from qrobust_keras._checks import check_int
 from qrobust_keras._files import atomic_save, atomic_write
 from qrobust_keras._keras import keras
 from qrobust_keras.models.io import copy_weights_by_name
@@ -177,7 +178,8 @@ def _initial_model(init_weights: str | keras.Model, recipe: Recipe) -> tuple[ker
 def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str, *,
                extra_callbacks: list | None = None, verbose: int = 1, run_info: dict | None = None,
                clip_range: tuple[float, float] | None = None,
-               init_weights: str | keras.Model | None = None, strategy: Any = None) -> keras.Model:
+               init_weights: str | keras.Model | None = None, strategy: Any = None,
+               robust_val_eps: float | None = None, robust_val_samples: int = 256) -> keras.Model:
     """Train a recipe into the run folder ``out``, resumable after a kill.
 
     Writes ``out/run_config.json`` (the recipe and ``run_info``), ``out/history.csv`` (one row per finished epoch:
@@ -198,7 +200,8 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
         train: ``(x, y)`` training data: uint8 or [0, 1] float images, or float features.
         validation: ``(x, y)`` evaluated after every epoch, or None.
         out: run folder (created).
-        extra_callbacks: appended after the library's callbacks.
+        extra_callbacks: appended after the library's callbacks (after ``history.csv`` and ``last.h5`` are
+            written).
         verbose: Keras fit verbosity (0, 1, 2).
         run_info: extra JSON-serializable facts recorded in ``run_config.json`` (data source, sizes).
         clip_range: input range for adversarial training; default [0, 1] for images, the training data's range
@@ -219,6 +222,11 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
             delete). Every worker of a multi-worker job runs the same call; a killed job resumes when it is started
             again with the same command (``BackupAndRestore`` works across workers). Create a multi-worker strategy
             before any other TensorFlow op of the process (pass the object), as TensorFlow requires.
+        robust_val_eps: when given, the accuracy under PGD-10 at this L-inf budget (input units) on the first
+            ``robust_val_samples`` validation samples is measured after every epoch and written to ``history.csv``
+            as ``val_pgd_accuracy`` (:class:`~qrobust_keras.evaluation.RobustValidation`): the monitor that shows
+            catastrophic overfitting of single-step adversarial training and robust overfitting.
+        robust_val_samples: how many validation samples ``robust_val_eps`` attacks (default 256).
 
     Returns:
         The trained model (also saved as ``out/model.h5``).
@@ -286,9 +294,24 @@ def fit_recipe(recipe: Recipe, train: tuple, validation: tuple | None, out: str,
                             "random weights") from exc
         copied = copy_weights_by_name(source, model)
         config["init_weights"] = {"path": described, "layers": len(copied)}
+    monitors = []
+    if robust_val_eps is not None:
+        if validation is None or not len(validation[0]):
+            raise ValueError(f"robust_val_eps={robust_val_eps!r} needs validation samples; got none (validation is "
+                             "None or empty)")
+        from qrobust_keras.data.datasets import to_float
+        from qrobust_keras.evaluation import RobustValidation
+
+        n = check_int("robust_val_samples", robust_val_samples)
+        monitors = [RobustValidation(to_float(np.asarray(validation[0][:n])), np.asarray(validation[1][:n]),
+                                     eps=robust_val_eps, clip_min=clip_range[0], clip_max=clip_range[1],
+                                     seed=recipe.seed)]
+        config["robust_validation"] = {"eps": float(robust_val_eps), "samples": int(min(n, len(validation[0]))),
+                                       "attack": "PGD-10, step eps/4, random start"}
     atomic_write(os.path.join(write, RUN_CONFIG), json.dumps(config, indent=2))
     # BackupAndRestore gets the same folder on every worker: tf_keras keeps the non-chief copies apart itself
-    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)), *callbacks,
+    # the monitors run before the history is written, so that what they log (val_pgd_accuracy) lands in history.csv
+    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(out, BACKUP_DIR)), *callbacks, *monitors,
                  HistoryCSV(os.path.join(write, HISTORY_CSV)), SaveLast(os.path.join(write, LAST_MODEL)),
                  *(extra_callbacks or [])]
     val = None if validation is None else _sharded(train_dataset(recipe, *validation, training=False), strategy)

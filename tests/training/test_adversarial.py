@@ -74,6 +74,32 @@ def test_transform_replaces_a_ratio_of_the_batch_spread_evenly_within_eps():
     np.testing.assert_allclose(x_oh, x_mix, atol=1e-6)
 
 
+def test_nfgsm_is_one_unprojected_step_from_a_start_in_the_wider_ball():
+    """N-FGSM (de Jorge et al. 2022): without the random start it is FGSM with its step size and no projection onto
+    the eps-ball (cleverhans' FGSM at the step size is the oracle); with it, the start lies in the ball of radius
+    noise * eps, so examples leave the eps-ball but stay within (noise + 1) eps."""
+    model = mlp()
+    x, y = _data(16)
+    eps = 0.05
+    ref = fast_gradient_method(qrk.models.logits_model(model), x, 3 * eps, np.inf, clip_min=0.0, clip_max=1.0,
+                               y=y).numpy()
+    one_step = _transform(model, AdversarialTraining("nfgsm", eps=eps, step_size=3 * eps, ratio=1.0,
+                                                     random_start=False), x, y)
+    np.testing.assert_allclose(one_step, ref, atol=1e-6)
+    assert np.abs(one_step - x).max() == pytest.approx(3 * eps, abs=1e-6)  # PGD would project it back to eps
+    cb = AdversarialTraining("nfgsm", eps=eps, ratio=1.0, seed=0)
+    assert (cb.steps, cb.step_size, cb.noise) == (1, pytest.approx(eps), 2.0)
+    delta = np.abs(_transform(model, cb, x, y) - x)
+    assert delta.max() <= 3 * eps + 1e-6 and (delta > 1.5 * eps).mean() > 0.1
+    assert AdversarialTraining.from_config(cb.get_config()).get_config() == cb.get_config()
+    with pytest.raises(ValueError, match=r"noise must be a number > 0.*noise=0"):
+        AdversarialTraining("nfgsm", noise=0)
+    with pytest.raises(ValueError, match=r"noise is the N-FGSM start radius; got noise=2 with attack='pgd'"):
+        AdversarialTraining("pgd", noise=2)
+    with pytest.raises(ValueError, match=r"attack='nfgsm' takes one step; got steps=3"):
+        AdversarialTraining("nfgsm", steps=3)
+
+
 def _bn_mlp(seed=0):
     """An MLP whose BatchNorm moving statistics are far from its data's: training and inference mode differ."""
     keras.utils.set_random_seed(seed)
@@ -130,7 +156,7 @@ def test_adversarial_training_improves_pgd_accuracy(robust_feature_task):
     """A robust feature plus 20 weak ones: plain training leans on the weak ones and breaks under eps=0.08."""
     clean0, robust0 = robust_feature_task([])
     assert clean0 > 0.97 and robust0 < 0.9
-    for attack in ("pgd", "fgsm"):
+    for attack in ("pgd", "fgsm", "nfgsm"):
         clean, robust = robust_feature_task([AdversarialTraining(attack, eps=0.08, seed=0)])
         assert robust >= robust0 + 0.1, (attack, robust0, robust)
         assert clean >= clean0 - 0.02, (attack, clean0, clean)
