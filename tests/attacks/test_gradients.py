@@ -1,6 +1,7 @@
 """gradients: stochastic-quantizer mode (BatchNorm stays in inference), logits, losses."""
 
 import numpy as np
+import pytest
 
 from qrobust_keras._keras import keras, layers, qkeras, tf
 from qrobust_keras.attacks import gradients as G
@@ -57,3 +58,58 @@ def test_dlr_and_cw_losses():
     np.testing.assert_allclose(cw, [-2.0, 1.0])
     t = G.targeted_dlr_loss(z, y, tf.constant([1, 1]), 4).numpy()
     np.testing.assert_allclose(t, [-(3 - 1) / (3 - 0.5 * (0 - 1)), -(0 - 2) / (2 - 0.5 * (0.5 + 0))], rtol=1e-6)
+
+
+def _conv_model(kernel_quantizer):
+    inp = keras.Input((8, 8, 3))
+    h = qkeras.QConv2D(8, 3, padding="same", kernel_quantizer=kernel_quantizer, name="qc")(inp)
+    h = qkeras.QActivation("quantized_relu(4)")(h)
+    h = layers.Flatten()(h)
+    return keras.Model(inp, layers.Dense(4)(h))
+
+
+def test_xla_forward_is_used_for_deterministic_qkeras_models_only(monkeypatch):
+    monkeypatch.delenv("QROBUST_XLA_FORWARD", raising=False)
+    float_model = keras.Sequential([layers.Dense(3, input_shape=(4,))])
+    assert G.xla_forward_enabled(_conv_model("quantized_bits(4, 0, alpha=1)"))
+    assert not G.xla_forward_enabled(float_model)
+    assert not G.xla_forward_enabled(_conv_model("stochastic_ternary"))
+    monkeypatch.setenv("QROBUST_XLA_FORWARD", "1")
+    assert G.xla_forward_enabled(float_model)
+    monkeypatch.setenv("QROBUST_XLA_FORWARD", "0")
+    assert not G.xla_forward_enabled(_conv_model("quantized_bits(4, 0, alpha=1)"))
+    monkeypatch.setenv("QROBUST_XLA_FORWARD", "yes")
+    with pytest.raises(ValueError, match="QROBUST_XLA_FORWARD must be 0, 1 or auto; got 'yes'"):
+        G.xla_forward_enabled(float_model)
+
+
+def test_xla_forward_pads_to_buckets_and_matches_the_plain_graph(monkeypatch):
+    monkeypatch.delenv("QROBUST_XLA_FORWARD", raising=False)
+    assert [G._BucketedXLA.bucket(n) for n in (1, 8, 9, 17, 32, 33, 64, 65, 256, 257, 600)] == \
+        [8, 8, 16, 32, 32, 64, 64, 96, 256, 512, 768]
+    model = _conv_model("quantized_bits(4, 0, alpha=1)")
+    fwd = G.forward_fn(model)
+    assert isinstance(fwd, G._BucketedXLA)
+    x = np.random.default_rng(0).uniform(size=(300, 8, 8, 3)).astype("float32")
+    for n in (1, 5, 33, 300):  # each padded to its bucket; the padding rows must not reach the output
+        ours = fwd(x[:n]).numpy()
+        plain = model(x[:n], training=False).numpy()
+        assert ours.shape == plain.shape
+        np.testing.assert_allclose(ours, plain, atol=1e-4)
+        np.testing.assert_array_equal(ours.argmax(1), plain.argmax(1))
+
+
+def test_xla_forward_falls_back_when_xla_cannot_compile():
+    calls = []
+
+    def failing(t):
+        raise tf.errors.UnimplementedError(None, None, "no XLA kernel")
+
+    def plain(t):
+        calls.append(int(t.shape[0]))
+        return t * 2.0
+
+    fwd = G._BucketedXLA(failing, plain)
+    np.testing.assert_array_equal(fwd(np.ones((3, 2), np.float32)).numpy(), np.full((3, 2), 2.0))
+    np.testing.assert_array_equal(fwd(np.ones((5, 2), np.float32)).numpy(), np.full((5, 2), 2.0))
+    assert calls == [3, 5]  # unpadded, and XLA is not tried again
