@@ -97,6 +97,7 @@ def test_xla_forward_pads_to_buckets_and_matches_the_plain_graph(monkeypatch):
         assert ours.shape == plain.shape
         np.testing.assert_allclose(ours, plain, atol=1e-4)
         np.testing.assert_array_equal(ours.argmax(1), plain.argmax(1))
+    assert fwd.uses_xla
 
 
 def test_xla_forward_falls_back_when_xla_cannot_compile():
@@ -112,4 +113,23 @@ def test_xla_forward_falls_back_when_xla_cannot_compile():
     fwd = G._BucketedXLA(failing, plain)
     np.testing.assert_array_equal(fwd(np.ones((3, 2), np.float32)).numpy(), np.full((3, 2), 2.0))
     np.testing.assert_array_equal(fwd(np.ones((5, 2), np.float32)).numpy(), np.full((5, 2), 2.0))
-    assert calls == [3, 5]  # unpadded, and XLA is not tried again
+    assert calls == [3, 5] and not fwd.uses_xla  # unpadded, and XLA is not tried again
+
+
+def test_xla_forward_is_dropped_when_it_computes_another_network():
+    # An XLA graph whose scores differ from the plain graph's (as a ternary threshold rounded the other way would):
+    # the first call checks and returns the plain scores, and XLA is never used again.
+    xla_calls = []
+
+    def drifting(t):
+        xla_calls.append(int(t.shape[0]))
+        return tf.concat([t[:, :1] + 0.5, t[:, 1:]], axis=1)
+
+    fwd = G._BucketedXLA(drifting, lambda t: t * 1.0)
+    x = np.array([[0.0, 0.2], [1.0, 0.0], [0.3, 0.1]], np.float32)
+    np.testing.assert_array_equal(fwd(x).numpy(), x)
+    np.testing.assert_array_equal(fwd(x).numpy(), x)
+    assert xla_calls == [8] and not fwd.uses_xla
+    same = G._BucketedXLA(lambda t: t + 1e-6, lambda t: t * 1.0)
+    np.testing.assert_allclose(same(x).numpy(), x + 1e-6)
+    assert same.uses_xla
