@@ -1,5 +1,5 @@
-"""JacobianRegularization, AdversarialTraining (random starts) and TRADES under MirroredStrategy
-on two logical CPU devices: the same updates as one device on the same global batch.
+"""JacobianRegularization, AdversarialTraining (random starts, N-FGSM), TRADES and RobustValidation under
+MirroredStrategy on two logical CPU devices: the same updates (and logs) as one device on the same global batch.
 
 Logical devices must be configured before TensorFlow initializes its devices, so the comparison runs in a fresh
 Python process. Deterministic settings (exact Jacobian n_proj=-1, random draws taken as each replica's rows of one
@@ -51,6 +51,10 @@ SCRIPT = textwrap.dedent(
         "at_half": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=0.5, seed=3)],
         "at_fifth": lambda: [qrk.AdversarialTraining("pgd", eps=0.1, steps=2, ratio=0.2, seed=3)],
         "trades": lambda: [qrk.TRADES(eps=0.1, beta=1.0, steps=2, seed=3)],
+        # N-FGSM: its wider random start is drawn like PGD's (each replica its rows of the global draw)
+        "at_nfgsm": lambda: [qrk.AdversarialTraining("nfgsm", eps=0.1, ratio=1.0, seed=3)],
+        # the robust-validation monitor attacks the mirrored model after each epoch, as it would a plain one
+        "robust_val": lambda: [qrk.RobustValidation(x[:32], y[:32], eps=0.1, steps=5, seed=1)],
     }
 
     def run(strategy, case):
@@ -75,7 +79,8 @@ def test_mirrored_two_logical_cpus_matches_single_device():
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     out = json.loads(lines[-1][len("RESULT"):])
     assert out["replicas"] == 2
-    for case in ("jr_exact", "jr_exact+at", "at_random", "at_half", "at_fifth", "trades"):
+    assert len(out["robust_val"]["mirrored"][1]["val_pgd_accuracy"]) == 2  # logged after both epochs
+    for case in ("jr_exact", "jr_exact+at", "at_random", "at_half", "at_fifth", "trades", "at_nfgsm", "robust_val"):
         (w1, h1), (w2, h2) = out[case]["single"], out[case]["mirrored"]
         for a, b in zip(w1, w2):
             np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-5, err_msg=case)
