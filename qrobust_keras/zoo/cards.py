@@ -124,7 +124,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += ["", "## Training", "", f"- data: {train.get('data', '?')} (sha256 {train.get('data_sha256', '?')})",
                   f"- {train.get('epochs', '?')} epochs, {train.get('wall_seconds', 0) / 60:.0f} min wall time"
                   + (f" ({train['cpu_seconds'] / 60:.0f} min of CPU time)" if train.get("cpu_seconds") else "")
-                  + f" on {train.get('machine', '?')}"]
+                  + f" on {train.get('machine', '?')}"
+                  + (f" (the times leave out epoch(s) {', '.join(str(e + 1) for e in train['epochs_without_history'])}"
+                     ", whose history row a resumed run lost)" if train.get("epochs_without_history") else "")]
         if train.get("init_weights"):
             lines.append(f"- started from: {train['init_weights']}")
     recipe = card.get("recipe")

@@ -93,14 +93,21 @@ def _training_facts(run_dir: str | None, train_data: str | None) -> tuple[dict[s
         config = json.load(f)
     rows = read_history(os.path.join(run_dir, HISTORY_CSV))
     info = config.get("run_info", {})
+    # Epochs count from the epoch index, not the rows: a run that crashed in an epoch's end-of-epoch callbacks and
+    # was resumed from its backup lacks that epoch's row, and the card then says which epochs its times leave out.
+    done = [int(r["epoch"]) for r in rows if "epoch" in r]
+    epochs = max(done) + 1 if done else len(rows)
     facts = {"data": info.get("source"), "n_train": info.get("n_train"), "n_validation": info.get("n_test"),
-             "epochs": len(rows), "wall_seconds": round(sum(r.get("seconds", 0.0) for r in rows), 1),
+             "epochs": epochs, "wall_seconds": round(sum(r.get("seconds", 0.0) for r in rows), 1),
              # CPU time of every epoch when the history has it (runs started before it was recorded lack it)
              "cpu_seconds": round(sum(r["cpu_seconds"] for r in rows), 1)
              if rows and all("cpu_seconds" in r for r in rows) else None,
              "final_val_accuracy": rows[-1].get("val_accuracy") if rows else None,
              "started": config.get("started"), "finished": config.get("finished"), "machine": _machine(),
              "init_weights": (config.get("init_weights") or {}).get("path")}
+    missing = sorted(set(range(epochs)) - set(done)) if done else []
+    if missing:
+        facts["epochs_without_history"] = missing  # 0-based; wall and CPU seconds are sums over the other epochs
     if train_data is not None:
         facts["data_sha256"] = dataset_sha256(train_data)
     return facts, config.get("recipe")

@@ -339,3 +339,21 @@ def test_zoo_list_shows_each_cards_suite_status(capsys):
     out = capsys.readouterr().out
     for name in zoo.list():  # a card of earlier suite settings says so here too, not just "standard"
         assert f"{name}" in out and f"worst case ({cards.suite_status(zoo.card(name))})" in out
+
+
+def test_training_facts_count_epochs_a_resumed_run_lost_the_history_row_of(tmp_path):
+    from qrobust_keras.zoo.publish import _training_facts
+
+    (tmp_path / "run_config.json").write_text(json.dumps({"run_info": {"source": "images in DIR", "n_train": 9}}))
+    (tmp_path / "history.csv").write_text("epoch,lr,seconds,cpu_seconds,val_accuracy\n"
+                                          "1,0.1,10.0,8.0,0.5\n2,0.1,12.0,9.0,0.6\n")
+    facts, _ = _training_facts(str(tmp_path), None)
+    assert facts["epochs"] == 3 and facts["epochs_without_history"] == [0]
+    assert facts["wall_seconds"] == 22.0 and facts["cpu_seconds"] == 17.0 and facts["final_val_accuracy"] == 0.6
+    card = {"name": "x", "purpose": "", "dataset": "cifar10", "eval_samples": 1, "clean_accuracy": 0.5,
+            "robust_accuracy": {}, "suite": "standard", "int8": {}, "files": {}, "training": facts}
+    text = cards.render_markdown(card)
+    assert "3 epochs" in text and "leave out epoch(s) 1," in text
+    (tmp_path / "history.csv").write_text("epoch,seconds\n0,5.0\n1,6.0\n")
+    facts, _ = _training_facts(str(tmp_path), None)
+    assert facts["epochs"] == 2 and "epochs_without_history" not in facts
