@@ -33,13 +33,32 @@ SPECS: dict[str, dict[str, Any]] = {
     "resnet8_int4_at8": {
         "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
         "purpose": "The int4 ResNet-8 adversarially trained for the 8/255 budget the field reports (RobustBench): "
-                   "`resnet8_int4_at2` fine-tuned 24 epochs at 8/255 (the same recipe: PGD-3 on half of each "
-                   "batch, Adam 5e-4 with cosine decay), half the epochs of the recipe run from the float weights.",
+                   "`resnet8_int4_at2` fine-tuned 12 epochs at 8/255 with single-step N-FGSM on every sample (de "
+                   "Jorge et al. 2022: a start drawn from the ball of twice the budget, one step of the budget, no "
+                   "projection; Adam 5e-4 with cosine decay). Measured against the recipe's PGD-3 on half of each "
+                   "batch (24 epochs, 76 CPU min): 7 points more under APGD-CE at 8/255 for half the CPU time, with "
+                   "no catastrophic overfitting (docs/reproduction.md).",
         "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
                     {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
-        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=" --at-eps 8/255 --epochs 24")
+        "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=" --at-eps 8/255 --at-method nfgsm --at-ratio 1 "
+                                                                     "--epochs 12 --robust-val 8/255")
                      .replace("mlcommons:MLCOMMONS_DIR", "zoo:resnet8_int4_at2"),
                      _PUBLISH.format(name="resnet8_int4_at8")],
+    },
+    "resnet8w26_int4_at8": {
+        "dataset": "cifar10", "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+        "purpose": "The wider network the 8/255 target asks for when the 16-filter one misses it: the same ResNet-8 "
+                   "with 26 filters in its first stage (52 and 104 after it; about 2.6x the multiply-adds, int8 "
+                   "file still under the seed paper's 410 KB), int4 kernels and int4 ReLUs, trained from random "
+                   "weights (there are no float weights of this width) for 30 epochs at 8/255 with N-FGSM on every "
+                   "sample, Adam 1e-3 with cosine decay.",
+        "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
+                    {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
+        "commands": [_TRAIN_AT.format(name="resnet8w26_int4_at8", extra=" --filters 26 --at-eps 8/255 --at-method "
+                                                                        "nfgsm --at-ratio 1 --epochs 30 --lr 1e-3 "
+                                                                        "--robust-val 8/255")
+                     .replace("mlcommons:MLCOMMONS_DIR", "none"),
+                     _PUBLISH.format(name="resnet8w26_int4_at8")],
     },
     "ds_cnn_int4_at": {
         "dataset": "speech_commands", "eps": [0.1, 0.25, 0.5, 1.0], "waveform_eps": [1e-4, 5e-4, 1e-3, 5e-3],
