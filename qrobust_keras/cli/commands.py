@@ -48,9 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_any_model(path: str):
-    """(kind, object): ``("keras", model)`` for .h5/.keras/SavedModel, ``("tflite", TFLiteModel)`` for .tflite;
-    ``zoo:NAME`` (``zoo:NAME.tflite``) is a zoo model (its int8 file), checked against its card's sha256."""
+def _load_any_model(path: str, kernels: str = "default"):
+    """(kind, object): ``("keras", model)`` for .h5/.keras/SavedModel, ``("tflite", TFLiteModel)`` (on the
+    interpreter ``kernels``) for .tflite; ``zoo:NAME`` (``zoo:NAME.tflite``) is a zoo model (its int8 file),
+    checked against its card's sha256."""
     path = _zoo_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"MODEL={path!r} does not exist; expected a .h5/.keras file, a SavedModel folder or "
@@ -58,7 +59,7 @@ def _load_any_model(path: str):
     if path.lower().endswith(".tflite"):
         from qrobust_keras.export import TFLiteModel
 
-        return "tflite", TFLiteModel(path)
+        return "tflite", TFLiteModel(path, kernels=kernels)
     from qrobust_keras.models import load_model
 
     return "keras", load_model(path, compile=False)
@@ -74,7 +75,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from qrobust_keras.data.datasets import to_float
     from qrobust_keras.evaluation import format_eps, run_attacks, write_evaluation
 
-    kind, model = _load_any_model(args.model)
+    kind, model = _load_any_model(args.model, kernels=args.tflite_kernels)
+    # scored on the faithful kernels, searched on the fast ones: the numbers are the deployed file's
+    search = None if kind == "keras" or model.kernels == "default" else _load_any_model(args.model)[1]
     if args.suite and args.attacks:
         raise ValueError(f"give either --suite or --attacks, not both; got --suite {args.suite} and --attacks "
                          f"{','.join(args.attacks)}")
@@ -98,7 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               + (f"; shard {args.shard[0]}/{args.shard[1]}" if args.shard else ""))
     ev = run_attacks(model, kind, x, y, attacks, args.eps, steps=args.steps, queries=args.queries, seed=args.seed,
                      verbose=2 if args.verbose else 0, batch_size=args.batch_size, clip_range=clip, scale=scale,
-                     suite=args.suite, source_model=source, shard=args.shard)
+                     suite=args.suite, source_model=source, shard=args.shard, search_model=search)
     ev.update(model=os.path.abspath(args.model), model_kind=kind, data=data.describe())
     name, title = _evaluation_title(args.model, args.dataset)
     if args.shard:

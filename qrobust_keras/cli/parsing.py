@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--source-model", default=None, metavar="KERAS_MODEL",
                        help="for a .tflite MODEL: the Keras model it was exported from; white-box attacks transfer "
                             "from it (without it a .tflite gets black-box attacks only: an upper bound)")
+        p.add_argument("--tflite-kernels", choices=("reference", "builtin", "default"), default="reference",
+                       help="for a .tflite MODEL: the interpreter kernels every prediction is scored with: reference "
+                            "(default: what TFLite Micro computes), builtin or default (LiteRT's optimized kernels, "
+                            "which round some int8 results differently). Black-box attacks search on the default "
+                            "kernels (about 20x faster) either way")
         p.add_argument("--eps", type=_usage_checked(parse_eps_list), default=parse_eps_list("2/255,8/255"),
                        help="comma-separated L-inf budgets as fractions or decimals (default 2/255,8/255)")
         p.add_argument("-n", "--n", type=int, default=500, help="test samples (default 500; first n of a seeded "

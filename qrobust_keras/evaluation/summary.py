@@ -35,7 +35,7 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
                 eps_list: Sequence[float], *, steps: int | None = None, queries: int | None = None, seed: int = 0,
                 verbose: int = 0, batch_size: int = 256, clip_range: tuple[float, float] = (0.0, 1.0),
                 scale: str = "image", suite: str | None = None, source_model: Any = None,
-                shard: tuple[int, int] | None = None) -> dict[str, Any]:
+                shard: tuple[int, int] | None = None, search_model: Any = None) -> dict[str, Any]:
     """Robust accuracy of ``model`` per attack and L-inf budget and the per-sample worst case, as the JSON-ready
     summary that ``qrobust evaluate``, the demo and run reports show (``evaluate_robustness`` plus C&W-L2 scoring).
 
@@ -61,6 +61,8 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
         shard: ``(index, count)``: evaluate only that shard of ``x`` (see :func:`evaluate_robustness`); the summary
             then covers the shard's samples, and :func:`merge_summaries` joins the ``count`` summaries. C&W-L2 is
             refused with a shard (its distortion medians cannot be merged).
+        search_model: for ``kind="tflite"``, a faster runner of the same file that black-box attacks query while
+            they search; every example is scored on ``model`` (see :func:`evaluate_robustness`).
 
     Returns:
         ``{"n", "clean", "results": {attack: {eps_label: acc}}, "worst": {eps_label: acc}, "eps", "attacks":
@@ -86,7 +88,8 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
             raise ValueError(f"give either suite= or attacks=, not both; got suite={suite!r} and attacks={names}")
         report = evaluate_robustness(model, x, np.asarray(y), eps=list(eps_list), seed=seed, verbose=verbose,
                                      scale=scale, clip_min=clip_range[0], clip_max=clip_range[1], suite=suite,
-                                     source_model=source_model, batch_size=block, shard=shard)
+                                     source_model=source_model, batch_size=block, shard=shard,
+                                     search_model=search_model)
         names = report.attacks
     if kind == "tflite" and source_model is None:
         white = [a for a in names if registry.get_attack(a).kind == "white"]
@@ -107,7 +110,8 @@ def run_attacks(model: Any, kind: str, x: np.ndarray, y: np.ndarray, attacks: Se
     if suite is None and linf:
         report = evaluate_robustness(model, x, y, attacks=linf, eps=list(eps_list), seed=seed, verbose=verbose,
                                      attack_kwargs=overrides, scale=scale, clip_min=lo, clip_max=hi,
-                                     batch_size=block, source_model=source_model, shard=shard)
+                                     batch_size=block, source_model=source_model, shard=shard,
+                                     search_model=search_model)
     elif suite is None:
         report = None
     if report is not None:

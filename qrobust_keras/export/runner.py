@@ -409,5 +409,6 @@ class TFLiteModel:
     __call__ = predict
 
     def __repr__(self) -> str:
-        return (f"TFLiteModel({self.source!r}, runtime={self.runtime!r}, input={self.input_dtype.name}"
+        return (f"TFLiteModel({self.source!r}, runtime={self.runtime!r}, kernels={self.kernels!r}, "
+                f"input={self.input_dtype.name}"
                 f"{list(self.input_shape)}, classes={self.num_classes})")

@@ -72,6 +72,13 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.1f}%"
 
 
+def _kernels_note(int8: dict[str, Any]) -> str:
+    # cards published before the int8 numbers moved to the reference kernels carry no "kernels" key
+    if int8.get("kernels") == "reference":
+        return " (reference kernels, as TFLite Micro computes)"
+    return " (LiteRT's default kernels)"
+
+
 def _bytes(v: Any) -> str:
     return "-" if v is None else f"{int(v):,} B"
 
@@ -112,7 +119,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## int8 file (`model.int8.tflite`)", "", "| | |", "|---|---|",
               f"| flash (file size) | {_bytes(q.get('file_bytes'))} |",
               f"| TFLite Micro arena | {_bytes(q.get('arena_bytes'))} |",
-              f"| accuracy of the file | {_pct(q.get('accuracy'))} |",
+              f"| accuracy of the file{_kernels_note(q)} | {_pct(q.get('accuracy'))} |",
               f"| argmax agreement with the Keras model | {_pct(q.get('agreement'))} |"]
     for name, row in (q.get("runtimes") or {}).items():
         if isinstance(row, dict) and "agreement" in row:

@@ -238,7 +238,8 @@ def _build_entry(entry: str, name: str, model_file: str, eval_data: tuple[np.nda
         "per_attack_note": "Cascade: each attack ran only on the samples all earlier attacks failed to break, so "
                            "each row is the robust accuracy after that attack and those before it."
                            if report.settings.get("cascade") else "",
-        "int8": {"accuracy": ex.get("accuracy_tflite"), "agreement": ex.get("agreement"),
+        "int8": {"accuracy": ex.get("accuracy_tflite"), "kernels": ex.get("fidelity_kernels"),
+                 "agreement": ex.get("agreement"),
                  "agreement_untied": ex.get("agreement_untied"), "top_ties": ex.get("top_ties"),
                  "file_bytes": ex.get("size_bytes"), "arena_bytes": (exported.get("tflm") or {}).get("arena_bytes"),
                  "all_ops_supported": (exported.get("tflm") or {}).get("all_ops_supported"), "runtimes": runtimes},

@@ -104,6 +104,35 @@ def test_a_deployed_model_is_attacked_by_transfer_or_labelled_an_upper_bound(set
     assert transfer.robust_accuracy[0] <= alone.robust_accuracy[0]
 
 
+def test_a_search_model_is_queried_but_every_example_is_scored_on_the_model(setup):
+    """search_model= (the same .tflite file on faster kernels) steers the black-box search; the numbers stay the
+    model's: a stand-in that lies (every input misclassified) stops Square at once, and its examples are then
+    scored on the model, which they do not fool."""
+    model, x, y = setup
+
+    def deployed(batch):
+        return model.predict(batch, verbose=0)
+
+    def twin(batch):
+        return model.predict(batch, verbose=0)
+
+    def liar(batch):  # shifts every score so that argmax is the next class: "broken" everywhere
+        scores = model.predict(batch, verbose=0)
+        return np.roll(scores, 1, axis=1)
+
+    kw = dict(attacks=["square"], eps=[0.03], verbose=0, seed=0, attack_kwargs={"square": {"queries": 40}})
+    plain = evaluate_robustness(deployed, x, y, **kw)
+    same = evaluate_robustness(deployed, x, y, search_model=twin, **kw)
+    assert same.robust == plain.robust and "twin" in same.settings["search_model"]
+    fooled = evaluate_robustness(deployed, x, y, search_model=liar, **kw)
+    assert fooled.robust_accuracy[0] >= plain.robust_accuracy[0] and fooled.robust_accuracy[0] > 0.5
+    assert evaluate_robustness(liar, x, y, **kw).robust_accuracy[0] == 0.0   # what the stand-in alone would claim
+    with pytest.raises(TypeError, match="search_model"):
+        evaluate_robustness(model, x, y, search_model=deployed, **kw)
+    with pytest.raises(ValueError, match="search_model= must score the same classes"):
+        evaluate_robustness(deployed, x, y, search_model=lambda b: deployed(b)[:, :5], **kw)
+
+
 def test_errors_name_the_argument(setup):
     model, x, y = setup
     with pytest.raises(ValueError, match="suite must be one of"):

@@ -253,8 +253,11 @@ def test_int4_resnet8_fidelity_on_cifar10(exported_int4, resnet8_int4, cifar_sma
     assert info.accuracy_keras > 0.25  # trained, not random (10 classes)
     # The issue-6 goal. Measured 0.987 for this fixture: 0.955 with the first exporter, 0.979 after the bias-unit,
     # shortcut-ADD and ADD-range fixes, 0.982 once the model rounds its residual branches itself (no double rounding
-    # in the ADDs of stacks 2-3), 0.987 with the argmax-preserving logits range.
-    assert info.agreement >= 0.98, info.to_markdown()
+    # in the ADDs of stacks 2-3), 0.987 with the argmax-preserving logits range: all with LiteRT's default (XNNPACK)
+    # kernels. Measured since with the reference kernels, which compute what TFLite Micro computes: 0.977 (0.983
+    # on the 1,001 samples without a top-score tie); this briefly trained fixture (31% accurate) has small margins.
+    assert info.fidelity_kernels == "reference"
+    assert info.agreement >= 0.97 and info.agreement_untied >= 0.975, info.to_markdown()
     assert abs(info.accuracy_tflite - info.accuracy_keras) <= 0.02
     # 7 quantized ReLUs + 5 residual-branch grids (stack1 conv_b, stacks 2-3 conv_b and shortcut)
     assert len(info.activation_grids) == 12 and len(info.exact_kernels) == 10
@@ -311,9 +314,10 @@ def test_stochastic_ternary_resnet8_fidelity_on_cifar10(resnet8_stochastic_terna
     # trained fixture lands elsewhere on every CPU, and its low margins tie in the int8 softmax output (argmax then
     # takes the lower index). Measured overall / untied agreement: 0.985 / - (5 epochs from scratch, first CPU);
     # 0.979 / 0.995 (the same on an AMD EPYC, 16 of 21 disagreements tied); 0.983 / 0.992 (3 epochs from the float
-    # weights, the fixture now) and 0.971 / 0.980 (the same with one thread per process).
-    assert info.agreement >= 0.965 and info.agreement_untied >= 0.975, info.to_markdown()
-    got = TFLiteModel(tmp_path / "st.tflite").predict(x_test)
+    # weights, the fixture now) and 0.971 / 0.980 (the same with one thread per process), all with LiteRT's default
+    # kernels; with the reference kernels (what TFLite Micro computes, the exporter's measure since): 0.955 / 0.962.
+    assert info.agreement >= 0.94 and info.agreement_untied >= 0.95, info.to_markdown()
+    got = TFLiteModel(tmp_path / "st.tflite", kernels="reference").predict(x_test)
     top2 = np.sort(got, axis=1)[:, -2:]
     tied = top2[:, 0] == top2[:, 1]
     agree = got.argmax(1) == resnet8_stochastic_ternary.predict(x_test, verbose=0).argmax(1)

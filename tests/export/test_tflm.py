@@ -41,3 +41,13 @@ def test_footprint_of_the_official_float_weights_exported_by_us(shared_data, cif
     # measured: 56,080 arena bytes (one RESHAPE node more than the official graph: +96 B) and 96,232 flash bytes
     assert fp.arena_bytes <= 1.01 * MLCOMMONS_RESNET8_INT8["arena_bytes"]
     assert fp.flash_bytes <= MLCOMMONS_RESNET8_INT8["flash_bytes"]
+
+
+def test_the_exporters_fidelity_numbers_are_what_tflite_micro_computes(exported_int4, cifar_small):
+    """An int8 file's accuracy and agreement in ExportInfo (and so on a zoo card) come from the reference kernels,
+    which TFLite Micro matches argmax for argmax on the 1,017 exact images; LiteRT's default kernels need not."""
+    path, info = exported_int4
+    _, (x_test, y_test) = cifar_small
+    assert info.fidelity_kernels == "reference" and "TFLite Micro" in info.to_markdown()
+    micro = qrk.export.TFLiteModel(path, runtime="tflm").predict(x_test).argmax(1)
+    assert float(np.mean(micro == y_test)) == info.accuracy_tflite
