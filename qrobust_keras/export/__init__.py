@@ -1,6 +1,6 @@
 """int8 TFLite export, the TFLiteModel runner for deployed files, TFLite Micro footprint, C arrays."""
 
-from qrobust_keras.export import flatbuffer
+from qrobust_keras.export import flatbuffer, grids
 from qrobust_keras.export.clone import ClonePlan, UnsupportedLayerError, plain_clone, quantized_weights
 from qrobust_keras.export.runner import RUNTIMES, InputGrid, TFLiteFormatError, TFLiteModel, load_tflite_bytes
 from qrobust_keras.export.tflite import ExportError, ExportInfo, convert, export_tflite, write_atomic
@@ -11,5 +11,5 @@ from qrobust_keras.export.fidelity import RUNTIME_CHOICES, compare_runtimes
 
 __all__ = ["export_tflite", "ExportInfo", "ExportError", "convert", "write_atomic", "plain_clone", "ClonePlan",
            "quantized_weights", "UnsupportedLayerError", "TFLiteModel", "InputGrid", "TFLiteFormatError",
-           "load_tflite_bytes", "RUNTIMES", "flatbuffer", "to_c_array", "tflm_footprint", "TFLMFootprint",
+           "load_tflite_bytes", "RUNTIMES", "flatbuffer", "grids", "to_c_array", "tflm_footprint", "TFLMFootprint",
            "MLCOMMONS_RESNET8_INT8", "export_files", "compare_runtimes", "RUNTIME_CHOICES"]

@@ -61,7 +61,7 @@ def calibrate_add_inputs(clone: keras.Model, plan: Any, x: np.ndarray, percentil
 
     For every ``Add`` of two branches whose only consumer is an activation in ``plan.activation_grids`` (step ``s``,
     ``L`` levels) and whose inputs both come from weight layers (an input that is itself on the grid is made exact
-    by :func:`~qrobust_keras.export.flatbuffer.patch_exact_grids` instead), each candidate percentile ``p`` clips
+    by :func:`~qrobust_keras.export.grids.patch_exact_grids` instead), each candidate percentile ``p`` clips
     both branches to their ``[100 - p, p]`` percentiles, rounds them to 256 int8 codes, and counts the elements where
     ``clip(round((a' + b') / s), 0, L - 1)`` differs from the same with the float ``a + b``; the candidate with
     the fewest changes wins (ties: the wider range).

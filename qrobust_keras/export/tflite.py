@@ -4,7 +4,7 @@ Route (measured in docs/STACK.md; the straight conversion of a QKeras model leav
 graph): the quantized weights are copied into a plain Keras clone with BatchNorm folded
 (:func:`qrobust_keras.export.clone.plain_clone`), the clone goes through full-integer post-training quantization with
 a representative set (int8 input and output, ``TFLITE_BUILTINS_INT8`` only), the QKeras activation grids are written
-into the int8 activation tensors (:func:`qrobust_keras.export.flatbuffer.patch_activation_grids`), and the result is
+into the int8 activation tensors (:func:`qrobust_keras.export.grids.patch_activation_grids`), and the result is
 checked against the TFLite Micro int8 op whitelist and against the Keras model's own predictions.
 
 Example:
@@ -30,7 +30,7 @@ import numpy as np
 from qrobust_keras._checks import check_input_batch, image_range_of
 from qrobust_keras._files import atomic_write
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.export import flatbuffer
+from qrobust_keras.export import flatbuffer, grids
 from qrobust_keras.export.calibrate import calibrate_add_inputs, calibrate_logit_range
 from qrobust_keras.export.clone import plain_clone
 from qrobust_keras.export.runner import TFLiteModel
@@ -215,7 +215,7 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
             file; int8 softmax outputs saturate at 1/256 steps).
         calibration_samples: how many representative samples calibrate the int8 ranges.
         exact_activations: write each QKeras ``quantized_relu`` grid into its int8 tensor and store quantized
-            kernels as their exact integer codes (see :func:`~qrobust_keras.export.flatbuffer.patch_exact_grids`);
+            kernels as their exact integer codes (see :func:`~qrobust_keras.export.grids.patch_exact_grids`);
             False keeps the converter's calibrated ranges, an explicit ReLU clip and its weight scales.
         logit_range: int8 range of the logits tensor in an int8 export: ``"argmax"`` spans only the values that can
             decide the argmax (:func:`~qrobust_keras.export.calibrate.calibrate_logit_range`; about twice as fine a
@@ -300,12 +300,12 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
     if int8 and (plan.activation_grids or plan.kernel_steps or plan.output_grids or output_ranges):
         if exact_activations:
             add_ranges = calibrate_add_inputs(clone, plan, rep[:calibration_samples])
-            data, applied, kernels_applied = flatbuffer.patch_exact_grids(data, plan.activation_grids,
+            data, applied, kernels_applied = grids.patch_exact_grids(data, plan.activation_grids,
                                                                           plan.kernel_steps, add_ranges,
                                                                           plan.output_grids, output_ranges)
         else:
             if output_ranges:
-                data, _, _ = flatbuffer.patch_exact_grids(data, output_ranges=output_ranges)
+                data, _, _ = grids.patch_exact_grids(data, output_ranges=output_ranges)
             notes.append("QKeras grids not written (exact_activations=False): int8 ranges calibrated")
     elif not int8 and plan.activation_grids:
         notes.append("float file: quantized ReLUs are clipped ReLUs without the QKeras rounding grid")
