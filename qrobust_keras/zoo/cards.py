@@ -79,6 +79,11 @@ def _kernels_note(int8: dict[str, Any]) -> str:
     return " (LiteRT's default kernels)"
 
 
+def _kernels_mark(int8: dict[str, Any]) -> str:
+    # the leaderboard's int8 accuracy is TFLite Micro's (reference kernels); older cards are marked
+    return "" if int8.get("kernels") == "reference" or not int8 else " (LiteRT default kernels)"
+
+
 def _bytes(v: Any) -> str:
     return "-" if v is None else f"{int(v):,} B"
 
@@ -169,7 +174,7 @@ def leaderboard_markdown(cards: list[dict[str, Any]], references: list[dict[str,
             name = f"`{c['name']}`" if c in group else f"{c['name']} (reference, not shipped)"
             lines.append(f"| {name} | {suite_status(c)} | {_pct(c['clean_accuracy'])} | "
                          + " | ".join(_pct(c["robust_accuracy"].get(b)) for b in budgets)
-                         + f" | {_pct(q.get('accuracy'))} | {_bytes(q.get('file_bytes'))} / "
+                         + f" | {_pct(q.get('accuracy'))}{_kernels_mark(q)} | {_bytes(q.get('file_bytes'))} / "
                          f"{_bytes(q.get('arena_bytes'))} | {met} |")
         lines.append("")
     return "\n".join(lines)

@@ -358,3 +358,15 @@ def test_training_facts_count_epochs_a_resumed_run_lost_the_history_row_of(tmp_p
     (tmp_path / "history.csv").write_text("epoch,seconds\n0,5.0\n1,6.0\n")
     facts, _ = _training_facts(str(tmp_path), None)
     assert facts["epochs"] == 2 and "epochs_without_history" not in facts
+
+
+def test_int8_accuracy_not_measured_on_the_reference_kernels_is_marked():
+    card = {"name": "m", "dataset": "cifar10", "suite": "standard", "clean_accuracy": 0.8,
+            "robust_accuracy": {"2/255": 0.4}, "targets": [], "int8": {"accuracy": 0.79}}
+    assert "| 79.0% (LiteRT default kernels) |" in cards.leaderboard_markdown([card], [])
+    assert "accuracy of the file (LiteRT's default kernels) | 79.0% |" in \
+        cards.render_markdown({**card, "eval_samples": 1, "files": {}})
+    card["int8"]["kernels"] = "reference"
+    assert "| 79.0% |" in cards.leaderboard_markdown([card], [])
+    assert "accuracy of the file (reference kernels, as TFLite Micro computes) | 79.0% |" in \
+        cards.render_markdown({**card, "eval_samples": 1, "files": {}})
