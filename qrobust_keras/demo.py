@@ -389,9 +389,8 @@ def _markdown(r: dict, png: str | None, tfl: str | None) -> str:
                       f"| all ops supported by TFLite Micro | {fp['all_ops_supported']} |"]
         else:
             lines.append("| TFLite Micro arena | skipped (tflite-micro not installed, or the step failed) |")
-        for name, kernels in ((tc or {}).get("runtime"), "default"), (f"{(tc or {}).get('runtime')}-reference",
-                                                                          "reference"):
-            row = (tc or {}).get(name)
+        for kernels, name in (("default", ""), ("reference", "-reference")) if tc else ():
+            row = tc.get(tc["runtime"] + name)
             if row:
                 lines.append(f"| TFLite Micro vs {tc['runtime']} ({kernels} kernels): argmax agreement | "
                              f"{100 * row['agreement']:.1f}% on {tc['samples']} images ({row['disagreements']} "

@@ -124,7 +124,7 @@ class ExportInfo:
                 ("top-score ties in the file / agreement without them",
                  f"{fmt(self.top_ties)} / {fmt(self.agreement_untied)}"),
                 ("accuracy Keras / file", f"{fmt(self.accuracy_keras)} / {fmt(self.accuracy_tflite)}"),
-                ("file measured with", f"{self.runtime_label()}"),
+                ("file measured with", self.runtime_label()),
                 ("max score difference", fmt(self.max_score_diff)),
                 ("folded layers", fmt(len(self.folded))), ("exact activation grids", fmt(len(self.activation_grids))),
                 ("exact kernel grids", fmt(len(self.exact_kernels)))]
@@ -301,8 +301,8 @@ def export_tflite(model: keras.Model, path: str | os.PathLike, representative_da
         if exact_activations:
             add_ranges = calibrate_add_inputs(clone, plan, rep[:calibration_samples])
             data, applied, kernels_applied = grids.patch_exact_grids(data, plan.activation_grids,
-                                                                          plan.kernel_steps, add_ranges,
-                                                                          plan.output_grids, output_ranges)
+                                                                     plan.kernel_steps, add_ranges,
+                                                                     plan.output_grids, output_ranges)
         else:
             if output_ranges:
                 data, _, _ = grids.patch_exact_grids(data, output_ranges=output_ranges)

@@ -18,6 +18,9 @@ _TRAIN_AT = ("nice -n 10 qrobust train --recipe int4_at --dataset cifar10 --data
              "--val-samples 1000 --init-weights mlcommons:MLCOMMONS_DIR --out runs/{name} --seed 0{extra}")
 _PUBLISH = ("python -m qrobust_keras.zoo.publish {name} --run runs/{name} --cifar10 CIFAR10_EXACT "
             "--train-data CIFAR10_JPEG")
+# The issue's 8/255 targets, shared by the 16- and the 26-filter entries
+_TARGETS_8_255 = [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
+                  {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}]
 # The library's entries: what each is for, how it is trained and evaluated, and the targets its card is checked on.
 SPECS: dict[str, dict[str, Any]] = {
     "resnet8_int4_at2": {
@@ -38,8 +41,7 @@ SPECS: dict[str, dict[str, Any]] = {
                    "projection; Adam 5e-4 with cosine decay). Measured against the recipe's PGD-3 on half of each "
                    "batch (24 epochs, 76 CPU min): 7 points more under APGD-CE at 8/255 for half the CPU time, with "
                    "no catastrophic overfitting (docs/reproduction.md).",
-        "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
-                    {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
+        "targets": _TARGETS_8_255,
         "commands": [_TRAIN_AT.format(name="resnet8_int4_at8", extra=" --at-eps 8/255 --at-method nfgsm --at-ratio 1 "
                                                                      "--epochs 12 --robust-val 8/255")
                      .replace("mlcommons:MLCOMMONS_DIR", "zoo:resnet8_int4_at2"),
@@ -52,8 +54,7 @@ SPECS: dict[str, dict[str, Any]] = {
                    "file still under the seed paper's 410 KB), int4 kernels and int4 ReLUs, trained from random "
                    "weights (there are no float weights of this width) for 30 epochs at 8/255 with N-FGSM on every "
                    "sample, Adam 1e-3 with cosine decay.",
-        "targets": [{"what": ">= 60% clean", "metric": "clean_accuracy", "min": 0.60},
-                    {"what": ">= 30% worst case at 8/255", "metric": "robust_accuracy/8/255", "min": 0.30}],
+        "targets": _TARGETS_8_255,
         "commands": [_TRAIN_AT.format(name="resnet8w26_int4_at8", extra=" --filters 26 --at-eps 8/255 --at-method "
                                                                         "nfgsm --at-ratio 1 --epochs 30 --lr 1e-3 "
                                                                         "--robust-val 8/255")
