@@ -35,8 +35,9 @@ from qrobust_keras._checks import num_classes
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import has_stochastic_quantizers, leaf_layers, logits_model
 
-__all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "stochastic_scope", "mode_note", "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad",
-           "loss_and_grad_fn", "project_tf", "normalize_tf", "random_start", "x_signature", "forward_fn", "scores_fn",
+__all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "stochastic_scope", "mode_note",
+           "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad", "loss_and_grad_fn",
+           "input_gradients", "project_tf", "normalize_tf", "random_start", "x_signature", "forward_fn", "scores_fn",
            "predict_labels", "set_eot_seed", "BestOverRestarts", "xla_forward_enabled"]
 
 _CACHE_ATTR = "_qrobust_attack_cache"
@@ -193,6 +194,26 @@ def loss_and_grad_fn(model: keras.Model, loss: str = "ce", targeted: bool = Fals
             np.asarray(y_true, np.int32)))
 
     return call
+
+
+def input_gradients(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
+                    eot: int = 1) -> np.ndarray:
+    """Input gradients ``d CE(z(x), y) / dx`` of the cross-entropy on the pre-softmax logits ``z`` (float32).
+
+    The model runs in inference mode, so QKeras quantizers contribute their straight-through estimates. With
+    ``eot > 1`` the gradient is averaged over ``eot`` passes with stochastic quantizers sampling (Expectation over
+    Transformation, Athalye et al. 2018, arXiv 1802.00420, sec. 4.3). A gradient that does not exist (no
+    differentiable path from the input to the logits) is returned as zeros. Compiled once per model and ``eot``.
+    """
+    eot = int(eot)
+    fn = cached(model, ("input_gradients", eot), lambda: loss_and_grad_fn(model, "ce", False, eot))
+    out = np.zeros(np.shape(x), np.float32)
+    for start in range(0, len(x), batch_size):
+        rows = slice(start, start + batch_size)
+        _, grad, _ = fn(x[rows], y[rows])
+        if grad is not None:
+            out[rows] = grad.numpy()
+    return out
 
 
 def project_tf(x: tf.Tensor, x_adv: tf.Tensor, eps: tf.Tensor, norm: str) -> tf.Tensor:

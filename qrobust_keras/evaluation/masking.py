@@ -23,23 +23,16 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from qrobust_keras._checks import check_int, check_number, num_classes
 from qrobust_keras.attacks import registry
-from qrobust_keras.evaluation.common import (
-    check_input_shape,
-    check_inputs,
-    check_keras_model,
-    dump_json,
-    fmt,
-    markdown_table,
-    predict_labels,
-)
+from qrobust_keras.attacks.gradients import input_gradients
+from qrobust_keras.evaluation.common import check_input_shape, check_inputs, check_keras_model, predict_labels
+from qrobust_keras.evaluation.masking_report import CHECK_NAMES, GradientMaskingReport, MaskingCheck
 
 __all__ = ["MaskingCheck", "GradientMaskingReport", "diagnose_gradient_masking", "masking_diagnostic",
            "input_gradients", "CHECK_NAMES"]
@@ -47,151 +40,6 @@ __all__ = ["MaskingCheck", "GradientMaskingReport", "diagnose_gradient_masking",
 # The black-box attacks of check 2 (registry names): the score-based ones whose budget the check sets (Square's
 # queries, SPSA's steps); the registry's other black-box attacks are label-only or far slower.
 _BLACK_BOX = ("square", "spsa")
-CHECK_NAMES = ("iterative_vs_single_step", "white_box_vs_black_box", "white_box_vs_transfer", "unbounded_eps",
-               "more_steps_restarts", "gradient_health", "eot")
-
-
-@dataclasses.dataclass
-class MaskingCheck:
-    """One sanity check.
-
-    Attributes:
-        name: one of :data:`CHECK_NAMES`.
-        flagged: True when the check found a sign of gradient masking.
-        numbers: the measured values the verdict rests on (success rates in [0, 1], fractions, settings).
-        explanation: one line saying what was compared and what the result means.
-        applicable: False when the check could not apply (no float twin given, deterministic model for EOT);
-            such a check is neither passed nor flagged.
-    """
-
-    name: str
-    flagged: bool
-    numbers: dict
-    explanation: str
-    applicable: bool = True
-
-    @property
-    def passed(self) -> bool:
-        return self.applicable and not self.flagged
-
-    @property
-    def status(self) -> str:
-        return "n/a" if not self.applicable else ("FLAGGED" if self.flagged else "passed")
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "flagged": self.flagged, "passed": self.passed,
-                "applicable": self.applicable, "numbers": dict(self.numbers), "explanation": self.explanation}
-
-
-@dataclasses.dataclass
-class GradientMaskingReport:
-    """Result of :func:`diagnose_gradient_masking`.
-
-    Attributes:
-        checks: the :class:`MaskingCheck` list, in the order of :data:`CHECK_NAMES`.
-        model_name: name of the diagnosed model.
-        eps: L-inf budget of the checks, in input units.
-        n_samples: samples given; n_correct: those the model classified correctly (the checks attack only these).
-        clean_accuracy: n_correct / n_samples.
-        settings: the attack settings used (steps, queries, tolerance, ...).
-        seconds: wall time of the whole diagnosis.
-    """
-
-    checks: list
-    model_name: str
-    eps: float
-    n_samples: int
-    n_correct: int
-    clean_accuracy: float
-    settings: dict
-    seconds: float = 0.0
-
-    @property
-    def flagged(self) -> bool:
-        """True when any check flags gradient masking."""
-        return any(c.flagged for c in self.checks)
-
-    @property
-    def flagged_checks(self) -> list:
-        return [c.name for c in self.checks if c.flagged]
-
-    def __getitem__(self, name: str) -> MaskingCheck:
-        for check in self.checks:
-            if check.name == name:
-                return check
-        raise KeyError(f"no check named {name!r}; checks: {[c.name for c in self.checks]}")
-
-    def to_dict(self) -> dict:
-        return {"model": self.model_name, "eps": self.eps, "n_samples": self.n_samples, "n_correct": self.n_correct,
-                "clean_accuracy": self.clean_accuracy, "flagged": self.flagged,
-                "flagged_checks": self.flagged_checks, "settings": dict(self.settings), "seconds": self.seconds,
-                "checks": [c.to_dict() for c in self.checks]}
-
-    def to_json(self, path: Any = None) -> str:
-        """JSON text of :meth:`to_dict` (NaN -> null); written atomically to ``path`` when given."""
-        return dump_json(self.to_dict(), path)
-
-    def to_diagnostic(self) -> dict:
-        """Compact dict for ``RobustnessReport.attach_diagnostics``: verdict, per-check status and ``"flags"``."""
-        return {"flagged": self.flagged, "eps": self.eps, "n_correct": self.n_correct,
-                "checks": {c.name: c.status for c in self.checks},
-                "flags": [f"{c.name}: {c.explanation}" for c in self.checks if c.flagged]}
-
-    def to_markdown(self) -> str:
-        """A markdown section: verdict line and one table row per check."""
-        verdict = ("**gradient masking suspected** (flagged: " + ", ".join(self.flagged_checks) + ")"
-                   if self.flagged else "no sign of gradient masking in these checks")
-        head = (f"### Gradient-masking diagnostics: {self.model_name}\n\n"
-                f"eps = {self.eps:.4g} (L-inf), {self.n_correct}/{self.n_samples} correctly classified samples "
-                f"attacked (clean accuracy {self.clean_accuracy:.3f}); {verdict}.\n\n")
-        rows = []
-        for c in self.checks:
-            nums = ", ".join(f"{k}={fmt(v)}" for k, v in c.numbers.items() if not isinstance(v, (list, dict)))
-            rows.append([c.name, c.status, nums, c.explanation])
-        return head + markdown_table(["check", "status", "numbers", "meaning"], rows) + "\n"
-
-
-def input_gradients(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256, eot: int = 1) -> np.ndarray:
-    """Input gradients of the cross-entropy on the pre-softmax logits, inference mode (float32, shape of x).
-
-    Gradients through QKeras quantizers are their straight-through estimates. With ``eot > 1`` the gradient is
-    averaged over ``eot`` passes with stochastic quantizers sampling (learning phase 1, BatchNorm in inference mode).
-    A gradient that does not exist (no differentiable path from the input) is returned as zeros.
-    """
-    from qrobust_keras._keras import tf
-    from qrobust_keras.attacks.gradients import cached, get_logits_model, stochastic_scope
-
-    lm = get_logits_model(model)
-
-    def build():
-        @tf.function(reduce_retracing=True)
-        def grad_fn(xb, yb):
-            with tf.GradientTape() as tape:
-                tape.watch(xb)
-                logits = lm(xb, training=False)
-                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
-            g = tape.gradient(loss, xb)
-            return tf.zeros_like(xb) if g is None else g
-
-        return grad_fn
-
-    # Compiled once per model and mode (weakly cached with the model); the stochastic variant is traced inside the
-    # learning-phase-1 scope, so it never shares a graph with the deterministic one.
-    grad_fn = cached(model, ("qrk_input_gradients", eot > 1), build)
-
-    out = np.zeros_like(x, dtype=np.float32)
-    for start in range(0, len(x), batch_size):
-        sl = slice(start, start + batch_size)
-        xb, yb = tf.constant(x[sl]), tf.constant(y[sl].astype(np.int32))
-        if eot > 1:
-            acc = np.zeros_like(x[sl])
-            with stochastic_scope(True):
-                for _ in range(eot):
-                    acc += grad_fn(xb, yb).numpy()
-            out[sl] = acc / eot
-        else:
-            out[sl] = grad_fn(xb, yb).numpy()
-    return out
 
 
 def _is_stochastic(model: Any) -> bool:
@@ -329,86 +177,106 @@ def diagnose_gradient_masking(
     _, fgsm = registry.resolve("fgsm")
     _, pgd = registry.resolve("pgd")
 
-    def fooled(x_adv: np.ndarray, mdl: Any = model) -> np.ndarray:
-        return predict_labels(mdl, x_adv, batch_size) != yc
-
-    checks: list[MaskingCheck] = []
+    def fooled(x_adv: np.ndarray) -> np.ndarray:
+        return predict_labels(model, x_adv, batch_size) != yc
 
     say("FGSM and PGD")
     f_fgsm = fooled(fgsm(model, xc, yc, eps=eps, **common))
     f_pgd = fooled(pgd(model, xc, yc, eps=eps, steps=steps, **common))
-    s_fgsm, s_pgd = float(f_fgsm.mean()), float(f_pgd.mean())
-
     say(f"PGD with {more_steps_factor * steps} steps and {more_restarts} restarts")
     f_more = fooled(pgd(model, xc, yc, eps=eps, steps=more_steps_factor * steps, restarts=more_restarts, **common))
-    s_more = float(f_more.mean())
-    f_white = f_fgsm | f_pgd | f_more
-    s_white_best = max(s_fgsm, s_pgd, s_more)
+    s_fgsm, s_pgd, s_more = float(f_fgsm.mean()), float(f_pgd.mean()), float(f_more.mean())
 
-    # 1. iterative beats single step
-    flag = s_fgsm > s_pgd + tolerance
-    checks.append(MaskingCheck(
-        "iterative_vs_single_step", flag,
-        {"fgsm_success": s_fgsm, "pgd_success": s_pgd, "pgd_steps": steps},
-        (f"FGSM fools more samples than PGD-{steps}: the gradient direction misleads iterative steps (masking)"
-         if flag else f"PGD-{steps} is at least as strong as FGSM, as it should be")))
-
-    # 2. white box beats black box
-    bb_numbers: dict = {}
-    f_bb_any = np.zeros(n_correct, bool)
-    s_bb = 0.0
-    for name in black_box:
-        say(f"black-box {name}")
-        _, fn = registry.resolve(name)
-        if name == "square":
-            x_bb = fn(model, xc, yc, eps=eps, queries=queries, clip_min=clip_min, clip_max=clip_max,
-                      batch_size=batch_size, seed=seed, verbose=0)
-        else:
-            x_bb = fn(model, xc, yc, eps=eps, steps=spsa_steps, clip_min=clip_min, clip_max=clip_max,
-                      seed=seed, verbose=0)
-        f_bb = fooled(x_bb)
-        bb_numbers[f"{name}_success"] = float(f_bb.mean())
-        f_bb_any |= f_bb
-        s_bb = max(s_bb, float(f_bb.mean()))
-    only_bb = float((f_bb_any & ~f_white).mean())
-    flag = s_bb > s_white_best + tolerance
-    checks.append(MaskingCheck(
-        "white_box_vs_black_box", flag,
-        {**bb_numbers, "best_white_box_success": s_white_best, "fooled_only_by_black_box": only_bb,
-         "square_queries": queries},
-        ("a gradient-free attack beats every gradient attack: the gradients are masked" if flag else
-         "the best white-box attack is at least as strong as the black-box attack(s)")))
-
-    # 3. white box beats transfer from the float twin
+    checks = [_iterative_vs_single_step(s_fgsm, s_pgd, steps, tolerance)]
+    say(f"black-box {', '.join(black_box)}")
+    bb_success = {name: fooled(_run_black_box(name, model, xc, yc, eps, queries, spsa_steps, common))
+                  for name in black_box}
+    checks.append(_white_box_vs_black_box(bb_success, f_fgsm | f_pgd | f_more, max(s_fgsm, s_pgd, s_more),
+                                          queries, tolerance))
     if float_twin is not None:
         check_input_shape(float_twin, x, "float_twin")
         say("transfer from the float twin")
-        twin_ok = predict_labels(float_twin, xc, batch_size) == yc
-        if twin_ok.any():
-            x_tr = pgd(float_twin, xc[twin_ok], yc[twin_ok], eps=eps, steps=steps, **common)
-            s_tr = float((predict_labels(model, x_tr, batch_size) != yc[twin_ok]).mean())
-            s_direct = float(f_pgd[twin_ok].mean())
-            flag = s_tr > s_direct + tolerance
-            checks.append(MaskingCheck(
-                "white_box_vs_transfer", flag,
-                {"transfer_success": s_tr, "pgd_success": s_direct, "n_both_correct": int(twin_ok.sum())},
-                ("PGD transferred from the float twin beats PGD on the model itself: its own gradients are masked"
-                 if flag else "PGD on the model itself beats the transfer from the float twin")))
-        else:
-            checks.append(MaskingCheck(
-                "white_box_vs_transfer", False, {"n_both_correct": 0},
-                "the float twin classifies none of these samples correctly; no transfer comparison possible",
-                applicable=False))
-    else:
-        checks.append(MaskingCheck("white_box_vs_transfer", False, {},
-                                   "no float_twin given; pass the float model to compare with transfer",
-                                   applicable=False))
-
-    # 4. unbounded attack
+    checks.append(_white_box_vs_transfer(model, float_twin, xc, yc, f_pgd, lambda m, xs, ys: pgd(
+        m, xs, ys, eps=eps, steps=steps, **common), batch_size, tolerance))
     say(f"eps sweep {['%.4g' % e for e in eps_sweep]}")
-    curve = []
-    for e in eps_sweep:
-        curve.append(float(fooled(pgd(model, xc, yc, eps=e, steps=steps, rand_init=False, **common)).mean()))
+    curve = [float(fooled(pgd(model, xc, yc, eps=e, steps=steps, rand_init=False, **common)).mean())
+             for e in eps_sweep]
+    checks.append(_unbounded_eps(eps_sweep, curve, unbounded_success, tolerance))
+    checks.append(_more_steps_restarts(s_pgd, s_more, steps, more_steps_factor, more_restarts, tolerance))
+    say("input gradients")
+    checks.append(_gradient_health(input_gradients(model, xc, yc, batch_size), max_zero_gradients))
+    if eot:
+        say(f"PGD with EOT over {eot} stochastic passes")
+        s_eot = float(fooled(pgd(model, xc, yc, eps=eps, steps=steps, eot=int(eot), **common)).mean())
+        checks.append(_eot(s_pgd, s_eot, int(eot), stochastic, tolerance))
+    else:
+        checks.append(MaskingCheck("eot", False, {"stochastic_quantizers": stochastic},
+                                   "the model has no stochastic quantizers: EOT does not apply", applicable=False))
+
+    settings = {"steps": steps, "step_size": eps / 4, "more_steps_factor": more_steps_factor,
+                "more_restarts": more_restarts, "black_box": list(black_box), "queries": queries, "eot": eot,
+                "eps_sweep": list(eps_sweep), "tolerance": tolerance, "unbounded_success": unbounded_success,
+                "max_zero_gradients": max_zero_gradients, "seed": seed}
+    return GradientMaskingReport(checks=checks, model_name=model.name, eps=eps, n_samples=int(len(x)),
+                                 n_correct=n_correct, clean_accuracy=n_correct / len(x), settings=settings,
+                                 seconds=time.perf_counter() - t0)
+
+
+# One function per check, in the order of CHECK_NAMES: each turns measured success rates into a verdict.
+
+def _iterative_vs_single_step(s_fgsm: float, s_pgd: float, steps: int, tolerance: float) -> MaskingCheck:
+    flag = s_fgsm > s_pgd + tolerance
+    return MaskingCheck(
+        "iterative_vs_single_step", flag, {"fgsm_success": s_fgsm, "pgd_success": s_pgd, "pgd_steps": steps},
+        (f"FGSM fools more samples than PGD-{steps}: the gradient direction misleads iterative steps (masking)"
+         if flag else f"PGD-{steps} is at least as strong as FGSM, as it should be"))
+
+
+def _run_black_box(name: str, model: Any, xc: np.ndarray, yc: np.ndarray, eps: float, queries: int,
+                   spsa_steps: int, common: dict) -> np.ndarray:
+    _, attack = registry.resolve(name)
+    if name == "square":
+        return attack(model, xc, yc, eps=eps, queries=queries, **common)
+    return attack(model, xc, yc, eps=eps, steps=spsa_steps, **{k: v for k, v in common.items() if k != "batch_size"})
+
+
+def _white_box_vs_black_box(fooled_by: dict, f_white: np.ndarray, s_white_best: float, queries: int,
+                            tolerance: float) -> MaskingCheck:
+    f_bb_any = np.logical_or.reduce(list(fooled_by.values()))
+    s_bb = max(float(f.mean()) for f in fooled_by.values())
+    flag = s_bb > s_white_best + tolerance
+    return MaskingCheck(
+        "white_box_vs_black_box", flag,
+        {**{f"{name}_success": float(f.mean()) for name, f in fooled_by.items()},
+         "best_white_box_success": s_white_best, "fooled_only_by_black_box": float((f_bb_any & ~f_white).mean()),
+         "square_queries": queries},
+        ("a gradient-free attack beats every gradient attack: the gradients are masked" if flag else
+         "the best white-box attack is at least as strong as the black-box attack(s)"))
+
+
+def _white_box_vs_transfer(model: Any, float_twin: Any, xc: np.ndarray, yc: np.ndarray, f_pgd: np.ndarray,
+                           pgd_on: Callable, batch_size: int, tolerance: float) -> MaskingCheck:
+    if float_twin is None:
+        return MaskingCheck("white_box_vs_transfer", False, {},
+                            "no float_twin given; pass the float model to compare with transfer", applicable=False)
+    twin_ok = predict_labels(float_twin, xc, batch_size) == yc
+    if not twin_ok.any():
+        return MaskingCheck("white_box_vs_transfer", False, {"n_both_correct": 0},
+                            "the float twin classifies none of these samples correctly; no transfer comparison "
+                            "possible", applicable=False)
+    x_tr = pgd_on(float_twin, xc[twin_ok], yc[twin_ok])
+    s_tr = float((predict_labels(model, x_tr, batch_size) != yc[twin_ok]).mean())
+    s_direct = float(f_pgd[twin_ok].mean())
+    flag = s_tr > s_direct + tolerance
+    return MaskingCheck(
+        "white_box_vs_transfer", flag,
+        {"transfer_success": s_tr, "pgd_success": s_direct, "n_both_correct": int(twin_ok.sum())},
+        ("PGD transferred from the float twin beats PGD on the model itself: its own gradients are masked"
+         if flag else "PGD on the model itself beats the transfer from the float twin"))
+
+
+def _unbounded_eps(eps_sweep: Sequence[float], curve: list, unbounded_success: float,
+                   tolerance: float) -> MaskingCheck:
     drop = max([curve[i] - min(curve[i:]) for i in range(len(curve))] + [0.0])
     flag_low = curve[-1] < unbounded_success
     flag_drop = drop > tolerance
@@ -421,61 +289,46 @@ def diagnose_gradient_masking(
         why = f"success falls by {drop:.3f} as eps grows: larger budgets must not weaken the attack (masking)"
     else:
         why = "success grows with eps and the unbounded attack fools (almost) every sample"
-    checks.append(MaskingCheck("unbounded_eps", flag_low or flag_drop, numbers, why))
+    return MaskingCheck("unbounded_eps", flag_low or flag_drop, numbers, why)
 
-    # 5. more steps / restarts
+
+def _more_steps_restarts(s_pgd: float, s_more: float, steps: int, factor: int, restarts: int,
+                         tolerance: float) -> MaskingCheck:
     gain = s_more - s_pgd
     flag = gain > tolerance
-    checks.append(MaskingCheck(
+    return MaskingCheck(
         "more_steps_restarts", flag,
-        {"pgd_success": s_pgd, "pgd_more_success": s_more, "gain": gain,
-         "more_steps": more_steps_factor * steps, "more_restarts": more_restarts},
-        (f"{more_steps_factor}x steps and {more_restarts} restart(s) raise success by {gain:.3f}: PGD-{steps} had "
-         "not converged, so its robust accuracy is not an upper bound" if flag else
-         f"{more_steps_factor}x steps and restarts add at most {tolerance} success: the attack has converged")))
+        {"pgd_success": s_pgd, "pgd_more_success": s_more, "gain": gain, "more_steps": factor * steps,
+         "more_restarts": restarts},
+        (f"{factor}x steps and {restarts} restart(s) raise success by {gain:.3f}: PGD-{steps} had not converged, "
+         "so its robust accuracy is not an upper bound" if flag else
+         f"{factor}x steps and restarts add at most {tolerance} success: the attack has converged"))
 
-    # 6. gradient health
-    say("input gradients")
-    grads = input_gradients(model, xc, yc, batch_size)
-    flat = grads.reshape(n_correct, -1)
+
+def _gradient_health(grads: np.ndarray, max_zero_gradients: float) -> MaskingCheck:
+    flat = grads.reshape(len(grads), -1)
     nonfinite = ~np.all(np.isfinite(flat), axis=1)
     zero = np.all(flat == 0, axis=1) & ~nonfinite
     frac_bad = float((zero | nonfinite).mean())
     flag = frac_bad > max_zero_gradients
-    checks.append(MaskingCheck(
+    return MaskingCheck(
         "gradient_health", flag,
         {"zero_gradient_samples": float(zero.mean()), "nonfinite_gradient_samples": float(nonfinite.mean()),
          "zero_gradient_elements": float(np.mean(flat == 0)),
          "median_gradient_l1": float(np.median(np.abs(np.where(np.isfinite(flat), flat, 0)).sum(axis=1)))},
         (f"{frac_bad:.3f} of the samples have an all-zero or non-finite input gradient: gradient attacks cannot "
          "move them (shattered/vanishing gradients)" if flag else
-         "input gradients are finite and non-zero for (almost) every sample")))
+         "input gradients are finite and non-zero for (almost) every sample"))
 
-    # 7. EOT for stochastic models
-    if eot:
-        say(f"PGD with EOT over {eot} stochastic passes")
-        f_eot = fooled(pgd(model, xc, yc, eps=eps, steps=steps, eot=int(eot), **common))
-        s_eot = float(f_eot.mean())
-        diff = s_eot - s_pgd
-        flag = diff > tolerance
-        checks.append(MaskingCheck(
-            "eot", flag, {"pgd_success": s_pgd, "pgd_eot_success": s_eot, "eot": int(eot), "difference": diff,
-                          "stochastic_quantizers": stochastic},
-            (f"averaging gradients over {eot} stochastic passes raises success by {diff:.3f}: evaluate this model "
-             "with EOT" if flag else f"EOT over {eot} passes changes success by {diff:+.3f} (within {tolerance})")))
-    else:
-        checks.append(MaskingCheck("eot", False, {"stochastic_quantizers": stochastic},
-                                   "the model has no stochastic quantizers: EOT does not apply", applicable=False))
 
-    order = {name: i for i, name in enumerate(CHECK_NAMES)}
-    checks.sort(key=lambda c: order[c.name])
-    settings = {"steps": steps, "step_size": eps / 4, "more_steps_factor": more_steps_factor,
-                "more_restarts": more_restarts, "black_box": list(black_box), "queries": queries, "eot": eot,
-                "eps_sweep": list(eps_sweep), "tolerance": tolerance, "unbounded_success": unbounded_success,
-                "max_zero_gradients": max_zero_gradients, "seed": seed}
-    return GradientMaskingReport(checks=checks, model_name=model.name, eps=eps, n_samples=int(len(x)),
-                                 n_correct=n_correct, clean_accuracy=n_correct / len(x), settings=settings,
-                                 seconds=time.perf_counter() - t0)
+def _eot(s_pgd: float, s_eot: float, eot: int, stochastic: bool, tolerance: float) -> MaskingCheck:
+    diff = s_eot - s_pgd
+    flag = diff > tolerance
+    return MaskingCheck(
+        "eot", flag, {"pgd_success": s_pgd, "pgd_eot_success": s_eot, "eot": eot, "difference": diff,
+                      "stochastic_quantizers": stochastic},
+        (f"averaging gradients over {eot} stochastic passes raises success by {diff:.3f}: evaluate this model "
+         "with EOT" if flag else f"EOT over {eot} passes changes success by {diff:+.3f} (within {tolerance})"))
 
 
 

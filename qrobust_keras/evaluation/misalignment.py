@@ -108,7 +108,7 @@ def gradient_misalignment(model_a: Any, model_b: Any, x: Any, y: Any, clip_min: 
     Raises:
         TypeError: a model is not a Keras model. ValueError: bad x/y or mismatched models.
     """
-    from qrobust_keras.evaluation.masking import input_gradients
+    from qrobust_keras.attacks.gradients import input_gradients
 
     model_a = check_keras_model(model_a, "model_a")
     model_b = check_keras_model(model_b, "model_b")
