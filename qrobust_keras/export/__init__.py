@@ -1,7 +1,8 @@
 """int8 TFLite export, the TFLiteModel runner for deployed files, TFLite Micro footprint, C arrays."""
 
 from qrobust_keras.export import flatbuffer, grids
-from qrobust_keras.export.clone import ClonePlan, UnsupportedLayerError, plain_clone, quantized_weights
+from qrobust_keras.export.clone import ClonePlan, plain_clone
+from qrobust_keras.export.quantized_values import UnsupportedLayerError, quantized_weights
 from qrobust_keras.export.runner import RUNTIMES, InputGrid, TFLiteFormatError, TFLiteModel, load_tflite_bytes
 from qrobust_keras.export.tflite import ExportError, ExportInfo, convert, export_tflite, write_atomic
 from qrobust_keras.export.c_array import to_c_array

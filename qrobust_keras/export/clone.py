@@ -30,15 +30,18 @@ from typing import Any
 import numpy as np
 
 from qrobust_keras._keras import keras
+from qrobust_keras.export.quantized_values import (
+    UnsupportedLayerError,
+    call_quantizer,
+    grid_step,
+    quantized_weights,
+    relu_grid,
+    signed_grid_step,
+)
 
 __all__ = ["plain_clone", "ClonePlan", "quantized_weights", "UnsupportedLayerError"]
 
 
-class UnsupportedLayerError(ValueError):
-    """A layer or quantizer has no exact integer-only TFLite equivalent."""
-
-
-_LEVELS_KIND = {"ternary": 3, "stochastic_ternary": 3, "binary": 2, "stochastic_binary": 2}
 _WEIGHT_TYPES = ("Conv2D", "DepthwiseConv2D", "Dense", "QConv2D", "QDepthwiseConv2D", "QDense")
 _BN_TYPES = ("BatchNormalization", "QBatchNormalization")
 _PASS_THROUGH_Q = {"QConv2D", "QDepthwiseConv2D", "QDense", "QActivation", "QBatchNormalization"}
@@ -71,117 +74,6 @@ class ClonePlan:
     output_grids: dict = dataclasses.field(default_factory=dict)
 
 
-def _signed_grid_step(quantizer: Any, layer_name: str) -> float | None:
-    """Step of a QKeras ``quantized_bits`` that int8 saturation and requantization reproduce exactly, or None
-    for other quantizers; raises for a ``quantized_bits`` with options that int8 cannot reproduce."""
-    if _quantizer_kind(quantizer) != "quantized_bits":
-        return None
-    bits, integer = int(quantizer.bits), int(np.asarray(quantizer.integer))
-    alpha = getattr(quantizer, "alpha", None)
-    exact = (bits <= 8 and quantizer.keep_negative and not quantizer.symmetric and alpha in (1, 1.0, None)
-             and not quantizer.use_stochastic_rounding and float(getattr(quantizer, "qnoise_factor", 1.0)) == 1.0)
-    if not exact:
-        raise UnsupportedLayerError(
-            f"layer {layer_name!r}: activation quantizer {quantizer} has no exact int8 equivalent; accepted: "
-            "quantized_bits(bits <= 8, integer, keep_negative=True, symmetric=0, alpha=1)")
-    return 2.0 ** (integer - bits + 1)
-
-
-def _quantizer_kind(quantizer: Any) -> str:
-    return type(quantizer).__name__ if quantizer is not None else "float"
-
-
-def _snap_levels(q: np.ndarray, levels: int) -> np.ndarray:
-    """Round ternary/binary weights to exactly ``levels`` values per output channel (last axis).
-
-    QKeras returns ``scale * q`` with a per-channel float ``scale``; float noise (or stochastic sampling) can leave a
-    few ulps of spread. Each channel is set to ``sign * a`` with ``a`` the mean magnitude of its non-zero entries.
-    """
-    q = np.asarray(q, np.float64)
-    flat = q.reshape(-1, q.shape[-1])
-    mag = np.abs(flat)
-    peak = mag.max(axis=0, keepdims=True)
-    nonzero = mag > 0.5 * peak if levels == 3 else np.ones_like(mag, bool)
-    counts = np.maximum(nonzero.sum(axis=0, keepdims=True), 1)
-    amp = (mag * nonzero).sum(axis=0, keepdims=True) / counts
-    if levels == 3:
-        out = np.sign(flat) * nonzero * amp
-    else:
-        out = np.where(flat >= 0, 1.0, -1.0) * amp
-    return out.reshape(q.shape).astype(np.float32)
-
-
-def _call_quantizer(quantizer: Any, w: np.ndarray) -> np.ndarray:
-    from qrobust_keras._keras import tf
-
-    with keras.backend.learning_phase_scope(0):
-        return np.asarray(quantizer(tf.constant(w, tf.float32)), np.float32)
-
-
-def quantized_weights(layer: Any) -> tuple[np.ndarray, np.ndarray | None, int | None]:
-    """The kernel and bias a layer uses at inference (QKeras quantizers applied), and the kernel's level count.
-
-    Args:
-        layer: a Conv2D/DepthwiseConv2D/Dense layer or its QKeras twin.
-
-    Returns:
-        ``(kernel, bias or None, levels)`` with ``levels`` 3 for ternary, 2 for binary kernels, else None. Ternary and
-        binary kernels are snapped to exactly that many values per output channel (depthwise kernels: per channel of
-        the depthwise axis, i.e. the flattened last two axes).
-    """
-    kind = type(layer).__name__
-    kernel_attr = "depthwise_kernel" if "Depthwise" in kind else "kernel"
-    kernel = np.asarray(getattr(layer, kernel_attr).numpy(), np.float32)
-    bias = np.asarray(layer.bias.numpy(), np.float32) if getattr(layer, "use_bias", False) else None
-    levels = None
-    if kind.startswith("Q"):
-        kq = getattr(layer, "depthwise_quantizer_internal" if "Depthwise" in kind else "kernel_quantizer_internal",
-                     None)
-        bq = getattr(layer, "bias_quantizer_internal", None)
-        if kq is not None:
-            qkind = _quantizer_kind(kq)
-            if "Depthwise" in kind:
-                # depthwise kernels are (h, w, channels, multiplier): QKeras scales per flattened output channel.
-                shape = kernel.shape
-                q = _call_quantizer(kq, kernel)
-                levels = _LEVELS_KIND.get(qkind)
-                if levels:
-                    q = _snap_levels(q.reshape(shape[0], shape[1], 1, -1), levels).reshape(shape)
-                kernel = q
-            else:
-                kernel = _call_quantizer(kq, kernel)
-                levels = _LEVELS_KIND.get(qkind)
-                if levels:
-                    kernel = _snap_levels(kernel, levels)
-        if bq is not None and bias is not None:
-            bias = _call_quantizer(bq, bias)
-    return kernel, bias, levels
-
-
-def _relu_grid(quantizer: Any, layer_name: str) -> tuple[float, int, float]:
-    """(step, levels, max_value) of a QKeras quantized_relu, or raise for quantizers without an int8 twin."""
-    qkind = _quantizer_kind(quantizer)
-    if qkind == "quantized_relu":
-        bits, integer = int(quantizer.bits), int(np.asarray(quantizer.integer))
-        if quantizer.use_sigmoid or quantizer.negative_slope or quantizer.use_stochastic_rounding:
-            raise UnsupportedLayerError(
-                f"layer {layer_name!r}: quantized_relu with use_sigmoid/negative_slope/stochastic rounding has no "
-                "int8 TFLite equivalent; accepted: quantized_relu(bits, integer) with the defaults")
-        if not quantizer.is_quantized_clip:
-            raise UnsupportedLayerError(f"layer {layer_name!r}: quantized_relu(is_quantized_clip=False) is not "
-                                        "supported for int8 export")
-        if bits > 8:
-            raise UnsupportedLayerError(f"layer {layer_name!r}: quantized_relu with bits={bits} > 8 does not fit int8")
-        step = 2.0 ** (integer - bits)
-        levels = 2 ** bits
-        return step, levels, (levels - 1) * step
-    raise UnsupportedLayerError(
-        f"layer {layer_name!r}: activation quantizer {quantizer} has no exact int8 TFLite equivalent (TFLite Micro "
-        "has no sign/threshold activation in its int8 builtins); accepted activation quantizers: quantized_relu, or a "
-        "float activation. Ternary/binary activations: build the model with activation='int2'/'int4'/'int8' or "
-        "'float' for deployment, or export with int8=False")
-
-
 def _activation_layer(activation: Any, name: str, plan: ClonePlan, clip: bool = True) -> keras.layers.Layer | None:
     """A plain-Keras layer replacing a QKeras quantizer or Keras activation; None for linear."""
     if activation is None:
@@ -191,7 +83,7 @@ def _activation_layer(activation: Any, name: str, plan: ClonePlan, clip: bool = 
     if getattr(activation, "__name__", None) == "linear":
         return None
     if hasattr(activation, "get_config") and type(activation).__module__.startswith("qkeras"):
-        step, levels, max_value = _relu_grid(activation, name)
+        step, levels, max_value = relu_grid(activation, name)
         plan.activation_grids[name] = (step, levels)
         return keras.layers.ReLU(max_value=max_value if clip else None, name=name)
     name_of = getattr(activation, "__name__", None)
@@ -259,7 +151,7 @@ def _bn_params(bn: Any) -> tuple[np.ndarray, np.ndarray]:
             q = getattr(bn, attr, None)
             if q is not None:
                 arr = {"gamma": gamma, "beta": beta, "mean": mean, "var": var}[value]
-                quantized = _call_quantizer(q, arr.astype(np.float32)).astype(np.float64)
+                quantized = call_quantizer(q, arr.astype(np.float32)).astype(np.float64)
                 if value == "gamma":
                     gamma = quantized
                 elif value == "beta":
@@ -335,7 +227,7 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
     grid_source: dict = {}   # id(QActivation) -> weight layer
     for layer in model.layers:
         quantizer = getattr(layer, "quantizer", None)
-        if type(layer).__name__ != "QActivation" or _signed_grid_step(quantizer, layer.name) is None:
+        if type(layer).__name__ != "QActivation" or signed_grid_step(quantizer, layer.name) is None:
             continue
         parents = _inbound_layers(layer)
         source = parents[0] if len(parents) == 1 else None
@@ -383,7 +275,7 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
             if levels:
                 plan.kernel_levels[layer.name] = levels
             if kind.startswith("Q"):
-                step = _grid_step(kernel.reshape(-1, out_channels))
+                step = grid_step(kernel.reshape(-1, out_channels))
                 if step is not None:
                     plan.kernel_steps[layer.name] = step
             if kind.startswith("Q"):
@@ -401,7 +293,7 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
             if isinstance(quantizer, str):
                 return keras.layers.Activation(quantizer, name=layer.name)
             if id(layer) in grid_source:
-                plan.output_grids[grid_source[id(layer)].name] = _signed_grid_step(quantizer, layer.name)
+                plan.output_grids[grid_source[id(layer)].name] = signed_grid_step(quantizer, layer.name)
                 return keras.layers.Activation("linear", name=layer.name)
             new = _activation_layer(quantizer, layer.name, plan, relu_clip)
             return new if new is not None else keras.layers.Activation("linear", name=layer.name)
@@ -422,27 +314,6 @@ def plain_clone(model: keras.Model, relu_clip: bool = True) -> tuple[keras.Model
     for name, weights in new_weights.items():
         clone.get_layer(name).set_weights(weights)
     return clone, plan
-
-
-def _grid_step(w: np.ndarray, max_code: int = 127) -> np.ndarray | None:
-    """Per-column step ``a`` with ``w[:, c] = k * a[c]`` for integers ``|k| <= max_code``, or None if there is none.
-
-    Tries ``a = m / j`` for ``j = 1 .. 16`` with ``m`` the smallest non-zero magnitude of the column (the grid's
-    smallest code present may be 2 or 3); columns of zeros get step 1.
-    """
-    w = np.asarray(w, np.float64)
-    mag = np.abs(w)
-    smallest = np.where(mag > 0, mag, np.inf).min(axis=0)
-    smallest = np.where(np.isfinite(smallest), smallest, 1.0)
-    step = np.full(w.shape[1], np.nan)
-    for j in range(1, 17):
-        cand = smallest / j
-        k = w / cand
-        ok = np.all(np.abs(k - np.round(k)) <= 1e-3, axis=0) & np.all(np.abs(np.round(k)) <= max_code, axis=0)
-        step = np.where(np.isnan(step) & ok, cand, step)
-    if np.any(np.isnan(step)):
-        return None
-    return step
 
 
 def _is_global_pool(layer: Any) -> bool:
