@@ -29,9 +29,9 @@ from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import batchnorm_statistics_frozen
 from qrobust_keras.regularizers.finite_difference import (DEFAULT_FD_STEP, check_deterministic_forward,
                                                           check_fd_n_proj, check_fd_step, fd_sq_terms)
-from qrobust_keras.regularizers.jacobian import (LayersArg, check_estimator, check_float_inputs, check_n_proj,
-                                                 check_projection, check_weight, fold_key, layer_estimates,
-                                                 resolve_layers, sq_norm_terms)
+from qrobust_keras.regularizers.jacobian import (check_estimator, check_float_inputs, check_n_proj, check_projection,
+                                                 fold_key, layer_estimates, sq_norm_terms)
+from qrobust_keras.regularizers.layer_selection import LayersArg, check_weight, resolve_layers
 from qrobust_keras.training.step import StepContext, TrainStepHook
 
 __all__ = ["JacobianRegularization"]
