@@ -29,7 +29,7 @@ def test_demo_quick_writes_the_report(shared_data, tmp_path, capsys):
             assert worst <= min(row[lab] for row in ev["results"].values()) <= ev["clean"], label
     assert r["evaluations"][robust]["n"] == cfg.n_test
     # the zoo model is the robust one the card describes: clean accuracy on these 48 images is far above the
-    # 1-epoch float model's, and its worst case at 2/255 stays well above zero (card: 39.4% on 1,017 images)
+    # 1-epoch float model's, and its worst case at 2/255 stays well above zero (card: 36.3% on 1,017 images, standard suite)
     assert r["evaluations"][robust]["clean"] >= 0.6 and r["evaluations"][robust]["worst"]["2/255"] >= 0.15
     assert r["export"]["int8"] is True and r["export"]["agreement"] >= 0.9
     assert r["tflm_footprint"]["all_ops_supported"] is True
