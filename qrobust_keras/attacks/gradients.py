@@ -164,7 +164,11 @@ def make_loss_grad(lm: keras.Model, *, loss: str, targeted: bool, eot: int, n_cl
             else:
                 per = per_sample_loss(logits, y, loss, targeted, n_classes)
             total = tf.reduce_sum(per)
-        return per, tape.gradient(total, x), logits
+        # No differentiable path from the input (e.g. a stop_gradient or a non-differentiable op) gives zeros,
+        # not None: every attack then runs (and fails, as it should on shattered gradients; the masking
+        # diagnostics and Square report that) instead of crashing inside sign() or the EOT sum.
+        grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return per, grad, logits
 
     def fn(x, y, y_true):
         if not stochastic:
@@ -210,9 +214,7 @@ def input_gradients(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size
     out = np.zeros(np.shape(x), np.float32)
     for start in range(0, len(x), batch_size):
         rows = slice(start, start + batch_size)
-        _, grad, _ = fn(x[rows], y[rows])
-        if grad is not None:
-            out[rows] = grad.numpy()
+        out[rows] = fn(x[rows], y[rows])[1].numpy()
     return out
 
 

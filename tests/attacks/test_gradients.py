@@ -133,3 +133,22 @@ def test_xla_forward_is_dropped_when_it_computes_another_network():
     same = G._BucketedXLA(lambda t: t + 1e-6, lambda t: t * 1.0)
     np.testing.assert_allclose(same(x).numpy(), x + 1e-6)
     assert same.uses_xla
+
+
+@pytest.mark.parametrize("eot", [1, 3])
+def test_a_model_without_a_gradient_path_gets_zero_gradients_and_attacks_still_run(eot):
+    # stop_gradient cuts every path from the input to the logits: shattered gradients. The loss gradient is
+    # zero (not None), with and without EOT, so PGD runs, stays inside the ball and leaves the masking
+    # diagnostics and the black-box attacks to expose the model, instead of crashing inside sign().
+    from qrobust_keras.attacks import pgd
+
+    inp = keras.Input((4,))
+    out = layers.Dense(3)(layers.Lambda(tf.stop_gradient)(inp))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(1).uniform(size=(6, 4)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2])
+    np.testing.assert_array_equal(G.input_gradients(model, x, y, eot=eot), np.zeros_like(x))
+    _, grad, _ = G.loss_and_grad_fn(model, "ce", False, eot)(x, y)
+    np.testing.assert_array_equal(grad.numpy(), np.zeros_like(x))
+    x_adv = pgd(model, x, y, eps=0.1, steps=3, eot=eot, verbose=0)
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
