@@ -25,7 +25,6 @@ TensorShape([2, 4])
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from typing import Any, Callable
 
@@ -33,7 +32,8 @@ import numpy as np
 
 from qrobust_keras._checks import num_classes
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.models.heads import has_stochastic_quantizers, leaf_layers, logits_model
+from qrobust_keras.attacks.compiled_forward import compiled_inference, xla_forward_enabled
+from qrobust_keras.models.heads import has_stochastic_quantizers, logits_model
 
 __all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "stochastic_scope", "mode_note",
            "per_sample_loss", "targeted_dlr_loss", "is_success", "make_loss_grad", "loss_and_grad_fn",
@@ -255,103 +255,15 @@ def x_signature(x: np.ndarray) -> tf.TensorSpec:
     return tf.TensorSpec([None] + list(x.shape[1:]), tf.float32)
 
 
-def _compiled_inference(net: keras.Model) -> Callable:
-    # A single-input model gets the signature (None, *input shape): one trace for every batch size. Without it,
-    # reduce_retracing traces twice (the first batch's exact shape, then a relaxed one), seconds for a quantized net.
-    shape = net.input_shape
-    if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
-        spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
-        plain = tf.function(lambda t: net(t, training=False), input_signature=[spec])
-        if xla_forward_enabled(net):
-            return _BucketedXLA(tf.function(lambda t: net(t, training=False), input_signature=[spec],
-                                            jit_compile=True), plain)
-        return plain
-    return tf.function(lambda t: net(t, training=False), reduce_retracing=True)
-
-
-def xla_forward_enabled(model: keras.Model) -> bool:
-    """Whether the inference forward pass of ``model`` is compiled by XLA (see :class:`_BucketedXLA`).
-
-    Yes for deterministic QKeras models: XLA fuses a quantizer's chain of elementwise ops (scale, round, clip) into
-    the convolution around it, which made the int4 ResNet-8's forward pass 2.1-2.3x faster on 2 CPU cores (batches of
-    16 to 256, logits within 3e-6 of the unfused graph). No for float models (0.76-0.96x: Keras' oneDNN kernels are
-    already fused) and for models with stochastic quantizers (their random streams would change). The environment
-    variable ``QROBUST_XLA_FORWARD=0`` turns it off, ``=1`` forces it on.
-    """
-    setting = os.environ.get("QROBUST_XLA_FORWARD", "auto").strip().lower()
-    if setting in ("0", "1"):
-        return setting == "1"
-    if setting != "auto":
-        raise ValueError(f"QROBUST_XLA_FORWARD must be 0, 1 or auto; got {setting!r}")
-    quantized = any(type(layer).__module__.startswith("qkeras") for layer in leaf_layers(model))
-    return quantized and not has_stochastic_quantizers(model)
-
-
-class _BucketedXLA:
-    """An XLA-compiled forward pass whose batches are zero-padded to a few sizes (8, 16, 32, then multiples of 32 up
-    to 256, then of 256): XLA compiles once per input shape (about 1 s for a QKeras ResNet-8), and the attacks call the
-    forward pass with every batch size up to their own (Square's pool shrinks sample by sample). Rows are independent
-    in inference mode, so the padding rows change nothing; they are cut off the output.
-
-    The first batch is also run through the plain graph, and XLA is kept only if the two agree (same argmax, logits
-    within 1e-4 + 1e-5 relative): a quantizer whose threshold comes from a reduction over the kernel (ternary) can
-    round a weight the other way under XLA's different summation order, which would attack a different network
-    (measured on the stochastic-ternary ResNet-8: logits 0.055 apart). If XLA cannot compile the model or disagrees,
-    the plain compiled function is used from then on."""
-
-    def __init__(self, xla_fn: Callable, plain_fn: Callable):
-        self._xla, self._plain = xla_fn, plain_fn
-        self._checked = False
-
-    @staticmethod
-    def bucket(n: int) -> int:
-        if n <= 32:
-            return max(8, 1 << max(n - 1, 0).bit_length())
-        step = 32 if n <= 256 else 256
-        return -(-n // step) * step
-
-    def __call__(self, t: Any) -> tf.Tensor:
-        t = tf.convert_to_tensor(t, tf.float32)
-        if self._xla is None:
-            return self._plain(t)
-        n = int(t.shape[0])
-        size = self.bucket(n)
-        padded = t if size == n else tf.concat([t, tf.zeros((size - n,) + tuple(t.shape[1:]), t.dtype)], axis=0)
-        try:
-            out = self._xla(padded)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-            self._xla = None  # an op XLA cannot compile: fall back for good
-            return self._plain(t)
-        out = out if size == n else tf.nest.map_structure(lambda o: o[:n], out)
-        if not self._checked:
-            self._checked = True
-            plain = self._plain(t)
-            if not all(_same_scores(a, b) for a, b in zip(tf.nest.flatten(out), tf.nest.flatten(plain))):
-                self._xla = None
-                return plain
-        return out
-
-    @property
-    def uses_xla(self) -> bool:
-        return self._xla is not None
-
-
-def _same_scores(a: tf.Tensor, b: tf.Tensor) -> bool:
-    a, b = a.numpy(), b.numpy()
-    if a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-4):
-        return False
-    return a.ndim < 2 or bool(np.array_equal(a.argmax(-1), b.argmax(-1)))
-
-
 def forward_fn(model: keras.Model) -> Callable:
     """Compiled inference-mode forward pass to the logits, cached per model (traced once)."""
     lm = get_logits_model(model)
-    return cached(model, ("forward",), lambda: _compiled_inference(lm))
+    return cached(model, ("forward",), lambda: compiled_inference(lm))
 
 
 def scores_fn(model: keras.Model) -> Callable:
     """Compiled inference-mode forward pass to the model's own outputs (e.g. softmax scores), cached per model."""
-    return cached(model, ("scores",), lambda: _compiled_inference(model))
+    return cached(model, ("scores",), lambda: compiled_inference(model))
 
 
 def predict_labels(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:

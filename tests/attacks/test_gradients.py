@@ -5,6 +5,8 @@ import pytest
 
 from qrobust_keras._keras import keras, layers, qkeras, tf
 from qrobust_keras.attacks import gradients as G
+from qrobust_keras.attacks import compiled_forward as CF
+from qrobust_keras.attacks.compiled_forward import BucketedXLA
 
 
 def _model(stochastic):
@@ -85,11 +87,12 @@ def test_xla_forward_is_used_for_deterministic_qkeras_models_only(monkeypatch):
 
 def test_xla_forward_pads_to_buckets_and_matches_the_plain_graph(monkeypatch):
     monkeypatch.delenv("QROBUST_XLA_FORWARD", raising=False)
-    assert [G._BucketedXLA.bucket(n) for n in (1, 8, 9, 17, 32, 33, 64, 65, 256, 257, 600)] == \
+    monkeypatch.setattr(CF, "XLA_COMPILE_GUESS_S", 0.0)  # compile every batch size at once
+    assert [BucketedXLA.bucket(n) for n in (1, 8, 9, 17, 32, 33, 64, 65, 256, 257, 600)] == \
         [8, 8, 16, 32, 32, 64, 64, 96, 256, 512, 768]
     model = _conv_model("quantized_bits(4, 0, alpha=1)")
     fwd = G.forward_fn(model)
-    assert isinstance(fwd, G._BucketedXLA)
+    assert isinstance(fwd, BucketedXLA)
     x = np.random.default_rng(0).uniform(size=(300, 8, 8, 3)).astype("float32")
     for n in (1, 5, 33, 300):  # each padded to its bucket; the padding rows must not reach the output
         ours = fwd(x[:n]).numpy()
@@ -110,7 +113,7 @@ def test_xla_forward_falls_back_when_xla_cannot_compile():
         calls.append(int(t.shape[0]))
         return t * 2.0
 
-    fwd = G._BucketedXLA(failing, plain)
+    fwd = BucketedXLA(failing, plain, compile_after_s=0)
     np.testing.assert_array_equal(fwd(np.ones((3, 2), np.float32)).numpy(), np.full((3, 2), 2.0))
     np.testing.assert_array_equal(fwd(np.ones((5, 2), np.float32)).numpy(), np.full((5, 2), 2.0))
     assert calls == [3, 5] and not fwd.uses_xla  # unpadded, and XLA is not tried again
@@ -125,14 +128,47 @@ def test_xla_forward_is_dropped_when_it_computes_another_network():
         xla_calls.append(int(t.shape[0]))
         return tf.concat([t[:, :1] + 0.5, t[:, 1:]], axis=1)
 
-    fwd = G._BucketedXLA(drifting, lambda t: t * 1.0)
+    fwd = BucketedXLA(drifting, lambda t: t * 1.0, compile_after_s=0)
     x = np.array([[0.0, 0.2], [1.0, 0.0], [0.3, 0.1]], np.float32)
     np.testing.assert_array_equal(fwd(x).numpy(), x)
     np.testing.assert_array_equal(fwd(x).numpy(), x)
     assert xla_calls == [8] and not fwd.uses_xla
-    same = G._BucketedXLA(lambda t: t + 1e-6, lambda t: t * 1.0)
+    same = BucketedXLA(lambda t: t + 1e-6, lambda t: t * 1.0, compile_after_s=0)
     np.testing.assert_allclose(same(x).numpy(), x + 1e-6)
     assert same.uses_xla
+
+
+def test_xla_is_compiled_for_a_batch_size_only_once_the_plain_graph_has_cost_a_compile(monkeypatch):
+    # A fake clock: a plain call takes 0.4 s, an XLA call 0.5 s (its compile). Ski rental: each batch size runs
+    # plain until it has spent the expected compile time there (first the guess, 1 s; then the measured 0.5 s).
+    clock = [0.0]
+    calls = []
+
+    def plain(t):
+        clock[0] += 0.4
+        calls.append(("plain", int(t.shape[0])))
+        return t * 2.0
+
+    def xla(t):
+        clock[0] += 0.5
+        calls.append(("xla", int(t.shape[0])))
+        return t * 2.0
+
+    monkeypatch.setattr(CF, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    fwd = BucketedXLA(xla, plain, compile_after_s=1.0)
+    x = np.ones((20, 2), np.float32)
+    for _ in range(5):
+        np.testing.assert_array_equal(fwd(x[:5]).numpy(), np.full((5, 2), 2.0))
+    # The first plain call traces (not counted), 3 more reach 1.2 s >= 1 s, then XLA runs the padded batch (and the
+    # plain graph once more, to check that both compute the same scores).
+    assert calls == [("plain", 5)] * 4 + [("xla", 8), ("plain", 5)]
+    calls.clear()
+    for _ in range(3):
+        fwd(x[:20])
+    assert calls == [("plain", 20)] * 2 + [("xla", 32)]  # the measured compile, 0.5 s, is the new threshold
+    calls.clear()
+    fwd(x[:5])
+    assert calls == [("xla", 8)] and fwd.uses_xla
 
 
 @pytest.mark.parametrize("eot", [1, 3])
