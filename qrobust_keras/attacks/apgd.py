@@ -64,7 +64,7 @@ def _build_apgd(model: keras.Model, *, steps: int, norm: str, loss: str, targete
     lm = G.get_logits_model(model)
     n_classes = num_classes(lm)
     loss_grad = G.make_loss_grad(lm, loss=loss, targeted=targeted, eot=eot, n_classes=n_classes,
-                                 stochastic=eot > 1)
+                                 stochastic=eot > 1, forward=G.traced_logits(model))
     axes = list(range(1, len(x_spec.shape)))
     bshape = lambda v: tf.reshape(v, [-1] + [1] * len(axes))  # noqa: E731
     is_check_np, window_np = _schedule(steps)

@@ -27,23 +27,36 @@ import numpy as np
 from qrobust_keras._keras import keras, tf
 from qrobust_keras.models.heads import has_stochastic_quantizers, leaf_layers
 
-__all__ = ["compiled_inference", "xla_forward_enabled", "BucketedXLA", "XLA_COMPILE_GUESS_S"]
+__all__ = ["plain_inference", "compiled_inference", "xla_forward_enabled", "BucketedXLA", "XLA_COMPILE_GUESS_S"]
 
 
-def compiled_inference(net: keras.Model) -> Callable:
-    """The inference-mode forward pass of ``net`` as one compiled function for every batch size: the plain
-    ``tf.function``, or for deterministic QKeras models (:func:`xla_forward_enabled`) a :class:`BucketedXLA` over it."""
-    # A single-input model gets the signature (None, *input shape): one trace for every batch size. Without it,
-    # reduce_retracing traces twice (the first batch's exact shape, then a relaxed one), seconds for a quantized net.
+def _input_spec(net: keras.Model) -> tf.TensorSpec | None:
     shape = net.input_shape
     if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
-        spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
-        plain = tf.function(lambda t: net(t, training=False), input_signature=[spec])
-        if xla_forward_enabled(net):
-            return BucketedXLA(tf.function(lambda t: net(t, training=False), input_signature=[spec],
-                                            jit_compile=True), plain)
-        return plain
-    return tf.function(lambda t: net(t, training=False), reduce_retracing=True)
+        return tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
+    return None
+
+
+def plain_inference(net: keras.Model) -> Callable:
+    """The inference-mode forward pass of ``net`` as one ``tf.function`` for every batch size (not XLA)."""
+    # A single-input model gets the signature (None, *input shape): one trace for every batch size. Without it,
+    # reduce_retracing traces twice (the first batch's exact shape, then a relaxed one), seconds for a quantized net.
+    spec = _input_spec(net)
+    if spec is None:
+        return tf.function(lambda t: net(t, training=False), reduce_retracing=True)
+    return tf.function(lambda t: net(t, training=False), input_signature=[spec])
+
+
+def compiled_inference(net: keras.Model, plain: Callable | None = None) -> Callable:
+    """The inference-mode forward pass of ``net`` as one compiled function for every batch size: ``plain`` (by
+    default :func:`plain_inference`), or for deterministic QKeras models (:func:`xla_forward_enabled`) a
+    :class:`BucketedXLA` over it."""
+    plain = plain_inference(net) if plain is None else plain
+    spec = _input_spec(net)
+    if spec is not None and xla_forward_enabled(net):
+        return BucketedXLA(tf.function(lambda t: net(t, training=False), input_signature=[spec], jit_compile=True),
+                           plain)
+    return plain
 
 
 def xla_forward_enabled(model: keras.Model) -> bool:

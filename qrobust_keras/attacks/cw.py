@@ -32,6 +32,7 @@ from qrobust_keras.attacks.plumbing import ProgressBar, prepare
 def _build_cw(model: keras.Model, *, steps: int, search_steps: int, targeted: bool, confidence: float,
               x_spec: tf.TensorSpec):
     lm = G.get_logits_model(model)
+    forward = G.traced_logits(model)  # traced once per model, shared with the other attacks
     n_classes = num_classes(lm)
     axes = list(range(1, len(x_spec.shape)))
     bshape = lambda v: tf.reshape(v, [-1] + [1] * len(axes))  # noqa: E731
@@ -57,7 +58,7 @@ def _build_cw(model: keras.Model, *, steps: int, search_steps: int, targeted: bo
                 with tf.GradientTape() as tape:
                     tape.watch(w)
                     xa = (tf.tanh(w) + 1.0) / 2.0 * span + clip_lo
-                    logits = lm(xa, training=False)
+                    logits = forward(xa)
                     l2 = tf.reduce_sum(tf.square(xa - x), axis=axes)
                     margin = G.per_sample_loss(logits, y, "cw", targeted, n_classes, confidence)
                     total = tf.reduce_sum(l2 - const * margin)

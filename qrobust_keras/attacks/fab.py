@@ -95,6 +95,9 @@ def project_onto_hyperplane(w: tf.Tensor, c: tf.Tensor, lower: tf.Tensor, upper:
 def _build_fab(model: keras.Model, *, steps: int, norm: str, targeted: bool, n_classes: int,
                x_spec: tf.TensorSpec, alpha_max: float, eta: float, beta: float):
     lm = G.get_logits_model(model)
+    # The model's traced forward pass, shared with the other attacks; the untargeted Jacobian keeps the layers
+    # inline, because batch_jacobian vectorizes them op by op.
+    forward = G.traced_logits(model)
     axes = list(range(1, len(x_spec.shape)))
     bshape = lambda v: tf.reshape(v, [-1] + [1] * len(axes))  # noqa: E731
 
@@ -106,7 +109,7 @@ def _build_fab(model: keras.Model, *, steps: int, norm: str, targeted: bool, n_c
         """(g, w): value and input gradient of f_s - f_y at x_cur for the chosen class s; g < 0 while correct."""
         with tf.GradientTape() as tape:
             tape.watch(x_cur)
-            logits = lm(x_cur, training=False)
+            logits = forward(x_cur) if targeted else lm(x_cur, training=False)
             if targeted:
                 diff = tf.gather(logits, t, batch_dims=1) - tf.gather(logits, y, batch_dims=1)
         if targeted:
@@ -140,7 +143,7 @@ def _build_fab(model: keras.Model, *, steps: int, norm: str, targeted: bool, n_c
             a = tf.minimum(n_cur / (n_cur + n_orig + 1e-12), alpha_max)[:, None]
             x_new = tf.clip_by_value((1.0 - a) * (xc + eta * d_cur) + a * (x0 + eta * d_orig), lo, hi)
             x_new = tf.reshape(x_new, tf.shape(x))
-            logits = lm(x_new, training=False)
+            logits = forward(x_new)
             adv = G.is_success(logits, t if targeted else y, targeted)
             moved = dist(x_new - x)
             closer = tf.logical_and(adv, moved < best)

@@ -32,7 +32,7 @@ import numpy as np
 
 from qrobust_keras._checks import num_classes
 from qrobust_keras._keras import keras, tf
-from qrobust_keras.attacks.compiled_forward import compiled_inference, xla_forward_enabled
+from qrobust_keras.attacks.compiled_forward import compiled_inference, plain_inference, xla_forward_enabled
 from qrobust_keras.models.heads import has_stochastic_quantizers, logits_model
 
 __all__ = ["LOSSES", "require_keras_model", "cached", "get_logits_model", "stochastic_scope", "mode_note",
@@ -147,18 +147,24 @@ def is_success(logits: tf.Tensor, y: tf.Tensor, targeted: bool) -> tf.Tensor:
 
 
 def make_loss_grad(lm: keras.Model, *, loss: str, targeted: bool, eot: int, n_classes: int,
-                   stochastic: bool) -> Callable:
+                   stochastic: bool, forward: Callable | None = None) -> Callable:
     """Graph-mode function ``(x, y, y_true) -> (loss, grad, logits)``; loss/grad averaged over ``eot`` passes.
 
     ``logits`` are those of the deterministic inference model at ``x`` (a separate pass when ``stochastic``).
-    ``y_true`` is only used by targeted DLR.
+    ``y_true`` is only used by targeted DLR. ``forward``: the model's traced deterministic forward pass
+    (:func:`traced_logits`); the deterministic passes call it instead of ``lm``, so the layers' Python code is traced
+    once per model for every attack and the clean predictions, and an attack's own trace only differentiates it.
     """
+    deterministic = (lambda t: lm(t, training=False)) if forward is None else forward
 
     def one(x, y, y_true):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            with stochastic_scope(stochastic):
-                logits = lm(x, training=False)
+            if stochastic:
+                with stochastic_scope(True):
+                    logits = lm(x, training=False)
+            else:
+                logits = deterministic(x)
             if loss == "dlr" and targeted:
                 per = targeted_dlr_loss(logits, y_true, y, n_classes)
             else:
@@ -179,7 +185,7 @@ def make_loss_grad(lm: keras.Model, *, loss: str, targeted: bool, eot: int, n_cl
             per, grad, _ = one(x, y, y_true)
             per_sum += per
             grad_sum += grad
-        logits = lm(x, training=False)
+        logits = deterministic(x)
         return per_sum / eot, grad_sum / eot, logits
 
     return fn
@@ -189,7 +195,7 @@ def loss_and_grad_fn(model: keras.Model, loss: str = "ce", targeted: bool = Fals
     """Eager-callable ``(x, y) -> (per-sample loss, input gradient, logits)`` on the logits of ``model``."""
     lm = get_logits_model(model)
     inner = make_loss_grad(lm, loss=loss, targeted=targeted, eot=eot, n_classes=num_classes(lm),
-                           stochastic=eot > 1)
+                           stochastic=eot > 1, forward=traced_logits(model))
     compiled = tf.function(inner, reduce_retracing=True)
 
     def call(x, y, y_true=None):
@@ -255,10 +261,16 @@ def x_signature(x: np.ndarray) -> tf.TensorSpec:
     return tf.TensorSpec([None] + list(x.shape[1:]), tf.float32)
 
 
+def traced_logits(model: keras.Model) -> Callable:
+    """The inference-mode forward pass to the logits as one plain ``tf.function``, cached per model: what the
+    attacks differentiate (inside their own compiled loops) and what :func:`forward_fn` runs when not XLA."""
+    return cached(model, ("traced_logits",), lambda: plain_inference(get_logits_model(model)))
+
+
 def forward_fn(model: keras.Model) -> Callable:
-    """Compiled inference-mode forward pass to the logits, cached per model (traced once)."""
-    lm = get_logits_model(model)
-    return cached(model, ("forward",), lambda: compiled_inference(lm))
+    """Compiled inference-mode forward pass to the logits, cached per model (traced once; XLA once it pays for
+    QKeras models, see :mod:`~qrobust_keras.attacks.compiled_forward`)."""
+    return cached(model, ("forward",), lambda: compiled_inference(get_logits_model(model), traced_logits(model)))
 
 
 def scores_fn(model: keras.Model) -> Callable:

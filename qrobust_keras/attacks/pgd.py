@@ -41,7 +41,7 @@ def _build_loop(model: keras.Model, *, norm: str, loss: str, targeted: bool, eot
     n_classes = num_classes(lm)
     stochastic = eot > 1
     loss_grad = G.make_loss_grad(lm, loss=loss, targeted=targeted, eot=eot, n_classes=n_classes,
-                                 stochastic=stochastic)
+                                 stochastic=stochastic, forward=G.traced_logits(model))
     axes = list(range(1, len(x_spec.shape)))
 
     @tf.function(input_signature=[x_spec, tf.TensorSpec([None], tf.int32), x_spec,

@@ -188,3 +188,31 @@ def test_a_model_without_a_gradient_path_gets_zero_gradients_and_attacks_still_r
     np.testing.assert_array_equal(grad.numpy(), np.zeros_like(x))
     x_adv = pgd(model, x, y, eps=0.1, steps=3, eot=eot, verbose=0)
     assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
+
+
+def test_every_attack_differentiates_the_one_traced_forward_pass():
+    # Tracing a QKeras model's layers costs seconds; the attacks call the model's traced forward pass
+    # (traced_logits) inside their own compiled loops, so the layers' Python code runs once per model, not once
+    # per attack. A layer that counts its Python calls shows it.
+    from qrobust_keras import attacks
+
+    class Counting(layers.Layer):
+        calls = 0
+
+        def call(self, t):
+            Counting.calls += 1
+            return t
+
+    inp = keras.Input((6,))
+    model = keras.Model(inp, layers.Dense(4)(Counting()(inp)))
+    Counting.calls = 0
+    x = np.random.default_rng(2).uniform(size=(10, 6)).astype("float32")
+    y = np.arange(10) % 4
+    attacks.pgd(model, x, y, eps=0.1, steps=2, verbose=0)
+    attacks.apgd(model, x[:7], y[:7], eps=0.1, steps=3, verbose=0)
+    target = (y + 1) % 4
+    attacks.apgd(model, x, target, eps=0.1, steps=3, loss="dlr", targeted=True, y_true=y, verbose=0)
+    attacks.cw_l2(model, x, y, steps=2, binary_search_steps=1, verbose=0)
+    attacks.fab(model, x, target, eps=0.1, steps=2, targeted=True, y_true=y, verbose=0)
+    G.input_gradients(model, x, y)
+    assert Counting.calls == 1

@@ -173,7 +173,8 @@ def test_fgsm_bim_and_pgd_of_any_length_share_one_trace_per_model(small_model, a
               if hasattr(fn, "experimental_get_tracing_count")}
     loops = [fn for key, fn in cache.items() if key[0] == "sign"]
     assert len(loops) == 1 and loops[0][0].experimental_get_tracing_count() == 1
-    assert traces == {"forward": 1}, traces
+    assert traces == {"traced_logits": 1, "forward": 1}, traces
+    assert cache[("forward",)] is cache[("traced_logits",)]  # a float model: the scoring is the traced pass itself
     # the score function black-box code wraps a Keras model in: one per model, one trace for any batch size
     from qrobust_keras.attacks.common import as_predict_fn
 
