@@ -91,7 +91,8 @@ class BucketedXLA:
     XLA is compiled for a batch size only once it pays (ski rental, as a tiering JIT does): each size runs through
     the plain compiled graph until the time spent there (its first call, which traces the graph, not counted)
     reaches what a compile costs (``compile_after_s``, at first
-    :data:`XLA_COMPILE_GUESS_S`, then the compile time last measured). A compile costs about 1 s and saves about half
+    :data:`XLA_COMPILE_GUESS_S`, then the compile time last measured; 0 compiles every size on its first use, as
+    before this tiering, which ``bench/first_call.py`` compares against). A compile costs about 1 s and saves about half
     of a plain call, so an attack that scores each batch once (PGD: 1 of its 11 passes) no longer pays seconds of
     compiling on its first call, and one that calls the forward pass thousands of times (Square) still gets XLA
     after about 1 s. Either way the total is at most about twice that of the better choice made in hindsight.
@@ -141,7 +142,7 @@ class BucketedXLA:
             return self._plain(t)
         if size not in self._compiled:
             self._compiled.add(size)
-            if self._compile_after_s > 0:  # 0 means "always compile" (tests); keep it
+            if self._compile_after_s > 0:  # 0 asks for every size compiled at once: keep that choice
                 self._compile_after_s = time.perf_counter() - start
         out = out if size == n else tf.nest.map_structure(lambda o: o[:n], out)
         if not self._checked:
