@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                                                "for audio); the card lists the others as not yet measured")
     p.add_argument("--waveform-eps", default=None, help="audio: only these waveform budgets of the entry's "
                                                         "('none': none yet)")
+    p.add_argument("--cache", default=None, help="folder keeping each evaluated block and budget, so a rerun resumes "
+                                                 "(default: RUN/zoo_eval with --run, else runs/zoo_eval/NAME, or "
+                                                 "runs/reference_eval/NAME for a reference)")
     args = p.parse_args(argv)
     spec = {**SPECS, **REFERENCE_SPECS}[args.name]
     folder = {"cifar10": args.cifar10, "speech_commands": args.speech_commands}[spec["dataset"]]
@@ -384,14 +387,15 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{args.name} is a reference card: pass --mlcommons DIR (the official weights)")
         card = publish_reference(args.name, load_mlcommons(spec["model"], args.mlcommons), evs.data,
                                  root=args.root or cards.REFERENCES_DIR,
-                                 cache=os.path.join("runs", "reference_eval", args.name), **common)
+                                 cache=args.cache or os.path.join("runs", "reference_eval", args.name), **common)
     else:
         common.update(targets=spec["targets"], root=args.root or zoo.ZOO_DIR)
         if args.run:
             card = publish(args.name, os.path.join(args.run, "model.h5"), evs.data, run_dir=args.run,
-                           train_data=args.train_data, overwrite=True, **common)
+                           train_data=args.train_data, overwrite=True, cache=args.cache, **common)
         elif args.name in zoo.list(common["root"]):
-            card = republish(args.name, evs.data, cache=os.path.join("runs", "zoo_eval", args.name), **common)
+            card = republish(args.name, evs.data, cache=args.cache or os.path.join("runs", "zoo_eval", args.name),
+                             **common)
         else:
             p.error(f"{args.name} is not published yet: pass --run RUN_DIR (the finished training run)")
     print(zoo.card_markdown(card))

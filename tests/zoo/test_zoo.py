@@ -333,6 +333,23 @@ def test_publish_budget_selection_names_what_it_refuses():
         main(["ds_cnn_int4_at", "--cifar10", "/nonexistent"])
 
 
+def test_publish_cli_passes_its_cache_folder_on(monkeypatch, tmp_path):
+    # --cache is where the evaluated blocks are kept (a folder that outlives the machine, e.g. one committed);
+    # without it the default is runs/zoo_eval/NAME under the working folder
+    from qrobust_keras.zoo import eval_sets, publish as publish_module
+
+    seen = []
+    x, y = np.zeros((2, 32, 32, 3), np.float32), np.zeros(2, np.int64)
+    monkeypatch.setattr(eval_sets, "load_eval_set",
+                        lambda dataset, folder: eval_sets.EvalSet((x, y), x, "two blank images", "images in [0, 1]"))
+    monkeypatch.setattr(publish_module, "republish", lambda name, data, **kw: seen.append(kw["cache"]) or
+                        zoo.card(name))
+    name = "resnet8_int4_at2"
+    assert publish_module.main([name, "--cifar10", "unused", "--cache", str(tmp_path / "kept")]) == 0
+    assert publish_module.main([name, "--cifar10", "unused"]) == 0
+    assert seen == [str(tmp_path / "kept"), os.path.join("runs", "zoo_eval", name)]
+
+
 def test_zoo_list_shows_each_cards_suite_status(capsys):
     from qrobust_keras.cli import main
 
