@@ -64,7 +64,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "ds_cnn_int4_at": {
         "dataset": "speech_commands", "eps": [0.1, 0.25, 0.5, 1.0], "waveform_eps": [1e-4, 5e-4, 1e-3, 5e-3],
         "purpose": "The robust keyword spotter: the MLCommons Tiny DS-CNN (12 words, MFCC input) with int4 kernels "
-                   "and int4 ReLUs (first convolution, depthwise kernels and classifier int8), adversarially "
+                   "and int8 ReLUs (first convolution, depthwise kernels and classifier int8), adversarially "
                    "trained at 0.5 MFCC units (PGD-3 on half of each batch, crafted against the training-mode "
                    "network) from the official float weights, on the speaker-disjoint training part of the shared "
                    "clips. Budgets in MFCC units and, through the differentiable MFCC front end, in waveform units "
