@@ -219,7 +219,8 @@ class RobustnessReport:
         ``total_seconds``, which each part shares equally). Per-attack lists keep the entry of their budget, and
         ``settings["eps_labels"]`` its label.
         """
-        labels = self.settings.get("eps_labels") or [format_eps(e, self.norm) for e in self.eps]
+        labels = self.settings.get("eps_labels") or [format_eps(e, self.norm, self.settings.get("scale", "image"))
+                                                   for e in self.eps]
         pick = lambda field, i: {a: [v[i]] for a, v in getattr(self, field).items()}  # noqa: E731
         return [dataclasses.replace(
             self, eps=[e], accuracy=pick("accuracy", i), robust_accuracy=[self.robust_accuracy[i]],

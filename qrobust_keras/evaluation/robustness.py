@@ -278,7 +278,7 @@ def evaluate_robustness(
         settings={"seed": seed, "scale": scale, "batch_size": batch_size, "cascade": bool(cascade),
                   "clip_min": clip_min, "clip_max": clip_max,
                   "attack_kwargs": {k: _jsonable(v) for k, v in overrides.items()},
-                  "eps_labels": [format_eps(e, norm) for e in eps_list], **plan_settings,
+                  "eps_labels": [format_eps(e, norm, scale) for e in eps_list], **plan_settings,
                   "model_sha256": model_fingerprint(model),
                   **({} if source_model is None else {"source_model_sha256": model_fingerprint(source_model)}),
                   **({} if shard_record is None else {"shard": shard_record}),

@@ -53,7 +53,7 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
         block: samples per seed block (``evaluate_robustness``'s ``batch_size``), the unit each budget is evaluated
             and checkpointed in; the blocks' reports join into the one unsharded evaluation gives.
     """
-    from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness
+    from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness, format_eps
 
     reused = {} if reuse is None else reusable_budgets(reuse, model, x, y, suite=suite, seed=seed, scale=scale,
                                                        clip=clip, verbose=verbose)
@@ -91,7 +91,11 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
             _write_cached(path, key, report)
             _remove_blocks(path)
         reports.append(report)
-    return RobustnessReport.concat(reports)
+    joined = RobustnessReport.concat(reports)
+    # the labels from the budgets' own eps: reports cached before evaluate_robustness took the scale into account
+    # labelled an audio budget of 1.0 "255/255"
+    joined.settings["eps_labels"] = [format_eps(e, joined.norm, scale) for e in joined.eps]
+    return joined
 
 
 def _evaluate_by_block(evaluate: Any, n: int, block: int, path: str | None, key: dict, verbose: int, label: str):

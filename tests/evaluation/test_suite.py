@@ -158,3 +158,11 @@ def test_budgets_evaluated_one_at_a_time_concatenate_to_the_joint_report(setup):
     assert parts.eps == joint.eps and parts.settings["eps_labels"] == joint.settings["eps_labels"]
     with pytest.raises(ValueError, match="at least one"):
         RobustnessReport.concat([])
+
+
+def test_audio_budgets_are_labelled_in_their_own_units(setup):
+    model, x, y = setup
+    report = evaluate_robustness(model, x, y, attacks=["fgsm"], eps=[0.25, 1.0], scale="audio", verbose=0)
+    assert report.settings["eps_labels"] == ["0.25", "1"]  # not "255/255", the image label of 1.0
+    report.settings.pop("eps_labels")
+    assert [p.settings["eps_labels"] for p in report.split()] == [["0.25"], ["1"]]
