@@ -44,14 +44,17 @@ def reference_cards(root: str = REFERENCES_DIR) -> list[dict[str, Any]]:
     return cards
 
 
-def _budget_value(label: str) -> float:
-    """``"2/255"`` -> 2/255, for ordering budget columns (labels that are not numbers keep their place at the end)."""
+def _budget_key(label: str) -> tuple[str, float]:
+    """``"2/255"`` -> ``("", 2/255)``, ``"MFCC 0.25"`` -> ``("MFCC", 0.25)``: budget columns grouped by the input
+    they perturb (image budgets, then MFCC, then waveform), each group in increasing order (labels whose number does
+    not parse go last in their group)."""
     from fractions import Fraction
 
+    prefix, _, number = label.rpartition(" ")
     try:
-        return float(Fraction(label.replace(" ", "")))
+        return prefix, float(Fraction(number))
     except (ValueError, ZeroDivisionError):
-        return float("inf")
+        return prefix, float("inf")
 
 
 def suite_status(card: dict[str, Any]) -> str:
@@ -158,7 +161,7 @@ def leaderboard_markdown(cards: list[dict[str, Any]], references: list[dict[str,
     for dataset in sorted({c["dataset"] for c in cards} | {r["dataset"] for r in references}):
         group = [c for c in cards if c["dataset"] == dataset]
         refs = [r for r in references if r["dataset"] == dataset]
-        budgets = sorted(dict.fromkeys(b for c in group + refs for b in c["robust_accuracy"]), key=_budget_value)
+        budgets = sorted(dict.fromkeys(b for c in group + refs for b in c["robust_accuracy"]), key=_budget_key)
         lines += [f"**{dataset}**", "", "| model | suite | clean | " + " | ".join(budgets) +
                   " | int8 accuracy | int8 flash / arena | targets |", "|---|---|---|" + "---|" * len(budgets) +
                   "---|---|---|"]

@@ -252,6 +252,16 @@ def test_targets_are_read_from_the_card():
         cards.leaderboard_markdown([card], [])
 
 
+def test_leaderboard_columns_are_grouped_by_input_and_ordered_by_budget():
+    base = {"dataset": "speech_commands", "suite": "standard", "clean_accuracy": 0.9, "int8": {}, "targets": []}
+    ours = {**base, "name": "a", "robust_accuracy": {"MFCC 0.25": 0.5, "waveform 0.001": 0.1, "waveform 0.0005": 0.2}}
+    ref = {**base, "name": "r", "robust_accuracy": {"MFCC 0.1": 0.7, "MFCC 1": 0.0}}
+    assert "| MFCC 0.1 | MFCC 0.25 | MFCC 1 | waveform 0.0005 | waveform 0.001 |" in \
+        cards.leaderboard_markdown([ours], [ref])
+    image = {**base, "dataset": "cifar10", "name": "i", "robust_accuracy": {"8/255": 0.1, "1/255": 0.5, "2/255": 0.4}}
+    assert "| 1/255 | 2/255 | 8/255 |" in cards.leaderboard_markdown([image], [])
+
+
 @pytest.mark.parametrize("name", zoo.list())
 def test_each_shipped_entry_measures_what_its_card_says(name, shared_data):
     """Clean and int8 accuracy of the shipped files on the card's evaluation set, measured again."""
