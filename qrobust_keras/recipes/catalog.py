@@ -275,10 +275,10 @@ def _base(name: str, model: str, dataset: str) -> dict:
     if name == "int4_at":
         # DS-CNN: int8 ReLUs. With int4 ReLUs its adversarial training crafted weak examples through the coarse
         # activation steps and the network learned to mask the gradient (RECIPE_NOTES["int4_at"])
-        base.update(policy=_quantized_policy(model, "int4", "int4" if image else "int8"), learning_rate=5e-4, lr_schedule="cosine",
-                    epochs=48 if image else 36, batch_size=128 if image else 100, at_eps=2 / 255 if image else 0.5,
-                    at_steps=3, at_ratio=0.5, at_craft_mode="training", bn_recalibration=0,
-                    init_weights=None if dataset == "svhn" else "mlcommons")
+        base.update(policy=_quantized_policy(model, "int4", "int4" if image else "int8"), learning_rate=5e-4,
+                    lr_schedule="cosine", epochs=48 if image else 36, batch_size=128 if image else 100,
+                    at_eps=2 / 255 if image else 0.5, at_steps=3, at_ratio=0.5, at_craft_mode="training",
+                    bn_recalibration=0, init_weights=None if dataset == "svhn" else "mlcommons")
         return base
     base.update(policy=_quantized_policy(model, "stochastic_ternary"), lr_schedule="cosine", epochs=60 if image else 36,
                 batch_size=128 if image else 100, jr_weight=0.01, jr_layers="activations", jr_warmup_epochs=2,
