@@ -131,9 +131,13 @@ class RobustnessReport:
 
         return self.settings.get("suite_label") or custom_label(self.attacks)
 
+    def budget_labels(self) -> list[str]:
+        """The label of each budget, from its eps, the norm and the report's scale (:func:`format_eps`)."""
+        return [format_eps(e, self.norm, self.settings.get("scale", "image")) for e in self.eps]
+
     def to_markdown(self) -> str:
         """A markdown summary: accuracy table (attacks x eps, worst case last) and per-run details."""
-        cols = [format_eps(e, self.norm, self.settings.get("scale", "image")) for e in self.eps]
+        cols = self.budget_labels()
         norm_name = "L-inf" if self.norm == "inf" else "L2"
         lines = [f"Robustness of `{self.model}` on {self.n} samples, {norm_name}; clean accuracy "
                  f"{100 * self.clean_accuracy:.1f}%. Evaluation: {self.suite_label}.", "",
@@ -219,8 +223,7 @@ class RobustnessReport:
         ``total_seconds``, which each part shares equally). Per-attack lists keep the entry of their budget, and
         ``settings["eps_labels"]`` its label.
         """
-        labels = self.settings.get("eps_labels") or [format_eps(e, self.norm, self.settings.get("scale", "image"))
-                                                   for e in self.eps]
+        labels = self.settings.get("eps_labels") or self.budget_labels()
         pick = lambda field, i: {a: [v[i]] for a, v in getattr(self, field).items()}  # noqa: E731
         return [dataclasses.replace(
             self, eps=[e], accuracy=pick("accuracy", i), robust_accuracy=[self.robust_accuracy[i]],

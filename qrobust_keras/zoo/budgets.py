@@ -53,7 +53,7 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
         block: samples per seed block (``evaluate_robustness``'s ``batch_size``), the unit each budget is evaluated
             and checkpointed in; the blocks' reports join into the one unsharded evaluation gives.
     """
-    from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness, format_eps
+    from qrobust_keras.evaluation import RobustnessReport, evaluate_robustness
 
     reused = {} if reuse is None else reusable_budgets(reuse, model, x, y, suite=suite, seed=seed, scale=scale,
                                                        clip=clip, verbose=verbose)
@@ -94,7 +94,7 @@ def evaluate_per_budget(model: Any, x: np.ndarray, y: np.ndarray, eps: list[floa
     joined = RobustnessReport.concat(reports)
     # the labels from the budgets' own eps: reports cached before evaluate_robustness took the scale into account
     # labelled an audio budget of 1.0 "255/255"
-    joined.settings["eps_labels"] = [format_eps(e, joined.norm, scale) for e in joined.eps]
+    joined.settings["eps_labels"] = joined.budget_labels()
     return joined
 
 
