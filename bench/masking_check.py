@@ -5,7 +5,7 @@ misleads the gradient attacks: the model masks (Athalye et al. 2018, arXiv 1802.
 2003.01690). This is the check that found the int4-ReLU masking of the zoo's DS-CNN (session 43) and ResNet-8
 (session 44; docs/reproduction.md): the same two attacks, cascaded, on the first ``n`` exact test images in file
 order, for every model given, in one run. It is a short check, not the standard suite (no APGD-T, FAB-T or Square
-restarts): a model's standard-suite number is at most its worst case here.
+restarts): the standard suite normally ends at or below its worst case here.
 
 Usage:
     .venv/bin/python bench/masking_check.py MODEL [MODEL ...] [--cifar10 ../shared/data/cifar10] [--n 256]
@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.n < 1:
         p.error(f"--n must be >= 1; got {args.n}")
-    eps = parse_eps_list(args.eps)
-    x, y = load_eval_set("cifar10", args.cifar10).data
+    try:
+        eps = parse_eps_list(args.eps)
+        x, y = load_eval_set("cifar10", args.cifar10).data
+    except (ValueError, OSError) as exc:  # a bad budget, or no CIFAR-10 batches in --cifar10
+        p.error(str(exc))
     x, y = x[:args.n], y[:args.n]
     for path in args.models:
         model = zoo.load(path[len("zoo:"):]) if path.startswith("zoo:") else load_model(path)
